@@ -1,0 +1,55 @@
+# Model Gateway: `make run` and `make test` do everything on a fresh clone.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PROTOS  := $(wildcard protos/modelgateway/v1/*.proto)
+STUBS   := modelgateway/v1/model_gateway_pb2.py
+TOOLS   := $(VENV)/.tools-stamp
+STAMP   := $(VENV)/.install-stamp
+CONFIG  ?= config/gateway.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup stubs run test demo lint bench clean
+
+setup: $(STAMP)
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Code generators first: the package's stubs must exist before it is installed.
+$(TOOLS): | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check 'grpcio-tools>=1.66,<2' 'mypy-protobuf>=3.6'
+	touch $@
+
+stubs: $(STUBS)
+
+# Python stubs (+ .pyi) into the importable package `modelgateway`, shared by server and client.
+$(STUBS): $(PROTOS) $(TOOLS)
+	rm -rf modelgateway
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
+		--mypy_out=. --mypy_grpc_out=. $(PROTOS)
+	touch modelgateway/__init__.py modelgateway/v1/__init__.py modelgateway/py.typed
+
+$(STAMP): pyproject.toml $(STUBS)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+run: setup
+	$(BIN)/python -m gateway_server --config $(CONFIG)
+
+test: setup
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python -m gateway_server.demo
+
+clean:
+	rm -rf $(VENV) modelgateway build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Contract and code checks: buf lint + breaking, mypy, ruff (scripts/lint.sh).
+lint: setup
+	bash scripts/lint.sh
+
+# npm dependencies of the Node.js example (skipped with a message where npm is absent).
+node-deps:
+	bash scripts/node_deps.sh
