@@ -1,0 +1,65 @@
+"""``model-gateway`` / ``python -m gateway_server [--config PATH]``: start the gateway.
+
+Exit status: 0 after a clean drain (SIGTERM/SIGINT), 2 for a bad configuration (one line on
+stderr naming the field), 1 when the server cannot start (e.g. the port is taken).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from gateway_server.app import GatewayApp
+from gateway_server.logging_setup import configure_logging
+from gateway_server.settings import ConfigError, GatewaySettings, load_settings
+
+log = logging.getLogger("gateway_server")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="model-gateway", description="Model Gateway gRPC server.")
+    parser.add_argument("--config", help="YAML config file (default: $GATEWAY_CONFIG or config/gateway.yaml)")
+    parser.add_argument("--port", type=int, help="override the port (GATEWAY_PORT)")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    return parser.parse_args(argv)
+
+
+async def serve(settings: GatewaySettings) -> None:
+    app = GatewayApp(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.ensure_future(app.wait_for_termination())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("Shutting down: draining in-flight calls (grace %.1fs)", settings.server.grace_period)
+    await app.stop()
+    waiter.cancel()
+    stopper.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        overrides = {"port": args.port} if args.port is not None else {}
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"model-gateway: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"model-gateway: configuration OK ({len(settings.providers)} providers)")
+        return 0
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        log.error("Cannot start: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,149 @@
+"""Error model: provider failures (what went wrong upstream) and gateway errors (what the caller gets).
+
+Providers translate their SDK's exceptions into ``ProviderError`` with an ``ErrorKind``; the
+routing policy decides from the kind whether to retry or fall back; ``GatewayError`` carries the
+final gRPC status with AIP-193 details (ErrorInfo, RetryInfo, BadRequest) to the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "modelgateway"
+PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
+
+
+class ErrorKind(enum.Enum):
+    """Why a provider call failed, independent of the provider."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"  # refused, reset, dropped mid-response
+    SERVER = "server"  # 5xx
+    OVERLOADED = "overloaded"  # Anthropic 529, Bedrock ServiceUnavailable
+    RATE_LIMITED = "rate_limited"  # 429 / ThrottlingException
+    AUTH = "auth"  # the provider rejected the gateway's own credentials
+    INVALID_REQUEST = "invalid_request"  # the provider rejected the request's content
+    NOT_FOUND = "not_found"  # the model does not exist there
+    MALFORMED_RESPONSE = "malformed_response"  # truncated or unparseable body
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return _KIND_CODE[self]
+
+    @property
+    def reason(self) -> str:
+        return _KIND_REASON[self]
+
+
+_KIND_CODE: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.TIMEOUT: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.CONNECTION: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.SERVER: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.OVERLOADED: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.AUTH: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.MALFORMED_RESPONSE: grpc.StatusCode.UNAVAILABLE,
+}
+
+_KIND_REASON: dict[ErrorKind, str] = {
+    ErrorKind.TIMEOUT: "PROVIDER_TIMEOUT",
+    ErrorKind.CONNECTION: "PROVIDER_UNREACHABLE",
+    ErrorKind.SERVER: "PROVIDER_ERROR",
+    ErrorKind.OVERLOADED: "PROVIDER_OVERLOADED",
+    ErrorKind.RATE_LIMITED: "PROVIDER_RATE_LIMITED",
+    ErrorKind.AUTH: "PROVIDER_CREDENTIALS_REJECTED",
+    ErrorKind.INVALID_REQUEST: "PROVIDER_REJECTED_REQUEST",
+    ErrorKind.NOT_FOUND: "MODEL_NOT_FOUND",
+    ErrorKind.MALFORMED_RESPONSE: "PROVIDER_BAD_RESPONSE",
+}
+
+
+class ProviderError(Exception):
+    """A failed provider call, already classified. ``message`` never contains a credential."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.message}" if self.status is None else (
+            f"{self.kind.value} (HTTP {self.status}): {self.message}"
+        )
+
+
+class GatewayError(Exception):
+    """The status a call ends with, and its AIP-193 details."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata = dict(metadata or {})
+        self.retry_after = retry_after
+        self.field = field
+        self.attempts: list[Any] = []  # the provider attempts made, for the request log
+        if field:
+            self.metadata.setdefault("field", field)
+
+    def status_proto(self) -> status_pb2.Status:
+        details: list[any_pb2.Any] = []
+        info = any_pb2.Any()
+        info.Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata))
+        details.append(info)
+        if self.retry_after is not None:
+            retry = any_pb2.Any()
+            delay = duration_pb2.Duration()
+            delay.FromMilliseconds(round(self.retry_after * 1000))
+            retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+            details.append(retry)
+        if self.field:
+            bad = any_pb2.Any()
+            bad.Pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)
+                    ]
+                )
+            )
+            details.append(bad)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+    def trailing_metadata(self) -> Sequence[tuple[str, str | bytes]]:
+        trailers: list[tuple[str, str | bytes]] = [
+            ("grpc-status-details-bin", self.status_proto().SerializeToString())
+        ]
+        if self.retry_after is not None:
+            trailers.append((PUSHBACK_TRAILER, str(round(self.retry_after * 1000))))
+        return trailers
+
+
+def invalid_field(field: str, message: str) -> GatewayError:
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", f"{field}: {message}", field=field)

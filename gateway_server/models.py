@@ -1,0 +1,42 @@
+"""Which model id each provider gets: aliases, a provider's own ids, else its default model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ModelResolver:
+    """Built once from the configuration; ``resolve`` is a couple of dict look-ups per attempt."""
+
+    def __init__(self, aliases: Mapping[str, Mapping[str, str]]) -> None:
+        self._aliases = {alias: dict(mapping) for alias, mapping in aliases.items()}
+        # A concrete id of one provider -> the alias it belongs to, to translate it for the next.
+        self._alias_of_id: dict[str, str] = {}
+        for alias, mapping in self._aliases.items():
+            for model_id in mapping.values():
+                self._alias_of_id.setdefault(model_id, alias)
+
+    def is_alias(self, model: str) -> bool:
+        return model in self._aliases
+
+    def resolve(self, requested: str, provider: str, *, default_model: str, provider_models: tuple[str, ...],
+                first: bool) -> str:
+        """The model id to send to ``provider`` for a request that asked for ``requested``.
+
+        - nothing requested: the provider's default model;
+        - an alias: the alias's id for this provider, else the provider's default;
+        - a concrete id on the provider the request chose: as asked;
+        - a concrete id on a fallback provider: kept if that provider lists it, translated through
+          the alias it belongs to, else the provider's default model.
+        """
+        if not requested:
+            return default_model
+        mapping = self._aliases.get(requested)
+        if mapping is not None:
+            return mapping.get(provider, default_model)
+        if first or requested in provider_models:
+            return requested
+        alias = self._alias_of_id.get(requested)
+        if alias is not None:
+            return self._aliases[alias].get(provider, default_model)
+        return default_model

@@ -1,0 +1,185 @@
+"""Anthropic Messages API through the official ``anthropic`` SDK (async client).
+
+Translation kept here: our request -> ``messages.create`` arguments, the SDK's Message -> our
+response, and every SDK failure -> a classified ``ProviderError``. The SDK's own retries are off
+(``max_retries=0``): the gateway owns the one retry loop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import httpx2
+from pydantic import SecretStr
+
+from gateway_server.errors import ErrorKind, ProviderError
+from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse
+from gateway_server.settings import AnthropicProviderConfig
+from modelgateway.v1 import model_gateway_pb2 as pb
+
+FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
+    "end_turn": pb.FINISH_REASON_END_TURN,
+    "max_tokens": pb.FINISH_REASON_MAX_TOKENS,
+    "stop_sequence": pb.FINISH_REASON_STOP_SEQUENCE,
+    "tool_use": pb.FINISH_REASON_TOOL_USE,
+    "refusal": pb.FINISH_REASON_CONTENT_FILTERED,
+    "pause_turn": pb.FINISH_REASON_END_TURN,
+}
+
+
+def build_params(request: ProviderRequest, model: str) -> dict[str, Any]:
+    """Our request -> keyword arguments of ``client.messages.create``."""
+    params: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+    }
+    if request.system:
+        params["system"] = request.system
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.top_p is not None:
+        params["top_p"] = request.top_p
+    if request.stop_sequences:
+        params["stop_sequences"] = list(request.stop_sequences)
+    return params
+
+
+def parse_message(message: Any, model: str) -> ProviderResponse:
+    """The SDK's Message -> our response; a body without content is a malformed response."""
+    blocks = getattr(message, "content", None)
+    if not isinstance(blocks, list):
+        raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "response has no content")
+    text = "".join(getattr(b, "text", "") for b in blocks if getattr(b, "type", "") == "text")
+    usage = getattr(message, "usage", None)
+    stop_reason = getattr(message, "stop_reason", None) or ""
+    return ProviderResponse(
+        content=text,
+        model=getattr(message, "model", None) or model,
+        input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+        finish_reason=FINISH_REASONS.get(stop_reason, pb.FINISH_REASON_UNSPECIFIED),
+        stop_reason=stop_reason,
+    )
+
+
+def _retry_after(headers: httpx2.Headers | None) -> float | None:
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    try:
+        if ms is not None:
+            return float(ms) / 1000
+        seconds = headers.get("retry-after")
+        return float(seconds) if seconds is not None else None
+    except ValueError:
+        return None
+
+
+def _api_message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+    return f"HTTP {exc.status_code}"
+
+
+def classify(exc: BaseException) -> ProviderError:
+    """Any failure of an SDK call -> ProviderError (never leaks the key: messages come from the API)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderError(ErrorKind.TIMEOUT, "request timed out")
+    if isinstance(exc, anthropic.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = type(cause).__name__ if cause is not None else "connection error"
+        return ProviderError(ErrorKind.CONNECTION, f"connection failed ({detail})")
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        message = _api_message(exc)
+        retry_after = _retry_after(exc.response.headers if exc.response is not None else None)
+        if status == 429:
+            kind = ErrorKind.RATE_LIMITED
+        elif status in (401, 402, 403):
+            kind = ErrorKind.AUTH
+        elif status == 404:
+            kind = ErrorKind.NOT_FOUND
+        elif status == 408:
+            kind = ErrorKind.TIMEOUT
+        elif status == 529:
+            kind = ErrorKind.OVERLOADED
+        elif status >= 500:
+            kind = ErrorKind.SERVER
+        else:
+            kind = ErrorKind.INVALID_REQUEST
+        return ProviderError(kind, message, status=status, retry_after=retry_after)
+    if isinstance(exc, anthropic.APIResponseValidationError | json.JSONDecodeError | ValueError | TypeError
+                  | AttributeError | KeyError):
+        return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"unreadable response ({type(exc).__name__})")
+    if isinstance(exc, httpx2.TimeoutException):
+        return ProviderError(ErrorKind.TIMEOUT, "request timed out")
+    if isinstance(exc, httpx2.TransportError | OSError):
+        return ProviderError(ErrorKind.CONNECTION, f"connection failed ({type(exc).__name__})")
+    return ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
+
+
+class AnthropicProvider(Provider):
+    type = "anthropic"
+
+    def __init__(self, name: str, cfg: AnthropicProviderConfig, api_key: SecretStr | None) -> None:
+        super().__init__(name, default_model=cfg.default_model, models=cfg.models, timeout=cfg.timeout,
+                         max_retries=cfg.max_retries, enabled=cfg.enabled)
+        self._cfg = cfg
+        self._api_key = api_key
+        self._client: anthropic.AsyncAnthropic | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self._api_key is not None and bool(self._api_key.get_secret_value())
+
+    async def start(self) -> None:
+        if not self.usable:
+            return
+        limits = httpx2.Limits(max_connections=self._cfg.max_connections,
+                               max_keepalive_connections=self._cfg.max_connections)
+        http_client: httpx2.AsyncClient = (
+            anthropic.DefaultAioHttpClient(limits=limits)
+            if self._cfg.http_transport == "aiohttp"
+            else anthropic.DefaultAsyncHttpxClient(limits=limits)
+        )
+        assert self._api_key is not None
+        self._client = anthropic.AsyncAnthropic(
+            api_key=self._api_key.get_secret_value(),
+            base_url=self._cfg.base_url,
+            max_retries=0,
+            timeout=self.timeout,
+            http_client=http_client,
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _require_client(self) -> anthropic.AsyncAnthropic:
+        if self._client is None:
+            raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
+        return self._client
+
+    async def generate(self, request: ProviderRequest, model: str, timeout: float) -> ProviderResponse:
+        client = self._require_client()
+        try:
+            message = await client.messages.create(**build_params(request, model), timeout=timeout)
+            return parse_message(message, model)
+        except Exception as exc:  # every SDK failure is classified; nothing escapes raw
+            raise classify(exc) from exc
+
+    async def probe(self, timeout: float) -> None:
+        client = self._require_client()
+        try:
+            await client.models.list(limit=1, timeout=timeout)
+        except Exception as exc:
+            raise classify(exc) from exc

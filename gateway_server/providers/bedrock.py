@@ -1,0 +1,212 @@
+"""AWS Bedrock through ``boto3`` bedrock-runtime, Converse API.
+
+boto3 blocks, so every call runs in this provider's own bounded thread pool (``executor_workers``
+threads, the same number of pooled connections), never on the event loop; botocore's connect/read
+timeouts bound each thread, and the gateway's asyncio timeout bounds the caller. botocore's own
+retries are off (``total_max_attempts=1``): the gateway owns the one retry loop.
+
+Translation kept here: our request -> ``converse`` arguments, the Converse body -> our response,
+and every botocore failure -> a classified ``ProviderError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from gateway_server.errors import ErrorKind, ProviderError
+from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse
+from gateway_server.settings import BedrockProviderConfig
+from modelgateway.v1 import model_gateway_pb2 as pb
+
+T = TypeVar("T")
+
+FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
+    "end_turn": pb.FINISH_REASON_END_TURN,
+    "max_tokens": pb.FINISH_REASON_MAX_TOKENS,
+    "stop_sequence": pb.FINISH_REASON_STOP_SEQUENCE,
+    "tool_use": pb.FINISH_REASON_TOOL_USE,
+    "guardrail_intervened": pb.FINISH_REASON_CONTENT_FILTERED,
+    "content_filtered": pb.FINISH_REASON_CONTENT_FILTERED,
+}
+
+_RATE_LIMITED = {"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"}
+_AUTH = {"AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException",
+         "InvalidSignatureException", "IncompleteSignature", "MissingAuthenticationTokenException"}
+_OVERLOADED = {"ServiceUnavailableException", "ModelNotReadyException"}
+_TIMEOUT = {"ModelTimeoutException"}
+_NOT_FOUND = {"ResourceNotFoundException"}
+_INVALID = {"ValidationException"}
+
+
+def build_params(request: ProviderRequest, model: str) -> dict[str, Any]:
+    """Our request -> keyword arguments of ``client.converse``."""
+    params: dict[str, Any] = {
+        "modelId": model,
+        "messages": [{"role": m.role, "content": [{"text": m.content}]} for m in request.messages],
+    }
+    if request.system:
+        params["system"] = [{"text": request.system}]
+    inference: dict[str, Any] = {"maxTokens": request.max_tokens}
+    if request.temperature is not None:
+        inference["temperature"] = request.temperature
+    if request.top_p is not None:
+        inference["topP"] = request.top_p
+    if request.stop_sequences:
+        inference["stopSequences"] = list(request.stop_sequences)
+    params["inferenceConfig"] = inference
+    return params
+
+
+def parse_response(body: Any, model: str) -> ProviderResponse:
+    """The Converse response -> ours; a body without ``output.message.content`` is malformed."""
+    try:
+        blocks = body["output"]["message"]["content"]
+        text = "".join(b["text"] for b in blocks if "text" in b)
+    except (KeyError, TypeError) as exc:
+        raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "response has no output message") from exc
+    usage = body.get("usage") or {}
+    stop_reason = str(body.get("stopReason") or "")
+    return ProviderResponse(
+        content=text,
+        model=model,
+        input_tokens=int(usage.get("inputTokens", 0)),
+        output_tokens=int(usage.get("outputTokens", 0)),
+        finish_reason=FINISH_REASONS.get(stop_reason, pb.FINISH_REASON_UNSPECIFIED),
+        stop_reason=stop_reason,
+    )
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify(exc: BaseException) -> ProviderError:
+    """Any failure of a boto3 call -> ProviderError."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, botocore.exceptions.ClientError):
+        response: Any = exc.response
+        error = response.get("Error", {})
+        code = str(error.get("Code", ""))
+        meta = response.get("ResponseMetadata", {})
+        status = int(meta.get("HTTPStatusCode", 0)) or None
+        message = str(error.get("Message") or code or "error")
+        retry_after = _retry_after(meta.get("HTTPHeaders", {}))
+        if code in _RATE_LIMITED or status == 429:
+            kind = ErrorKind.RATE_LIMITED
+        elif code in _AUTH or status in (401, 403):
+            kind = ErrorKind.AUTH
+        elif code in _TIMEOUT or status == 408:
+            kind = ErrorKind.TIMEOUT
+        elif code in _OVERLOADED or status == 503:
+            kind = ErrorKind.OVERLOADED
+        elif code in _NOT_FOUND or status == 404:
+            kind = ErrorKind.NOT_FOUND
+        elif code in _INVALID:
+            kind = ErrorKind.INVALID_REQUEST
+        elif status is not None and status >= 500:
+            kind = ErrorKind.SERVER
+        elif status is not None and 400 <= status < 500 and status != 424:
+            kind = ErrorKind.INVALID_REQUEST
+        else:
+            kind = ErrorKind.SERVER
+        return ProviderError(kind, f"{code}: {message}" if code else message, status=status,
+                             retry_after=retry_after)
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+        return ProviderError(ErrorKind.TIMEOUT, "request timed out")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+        return ProviderError(ErrorKind.AUTH, "no AWS credentials")
+    if isinstance(exc, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
+        return ProviderError(ErrorKind.CONNECTION, f"connection failed ({type(exc).__name__})")
+    if isinstance(exc, botocore.exceptions.IncompleteReadError | botocore.exceptions.ResponseStreamingError):
+        return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"truncated response ({type(exc).__name__})")
+    if isinstance(exc, botocore.exceptions.BotoCoreError | ValueError | KeyError | TypeError):
+        return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"unreadable response ({type(exc).__name__})")
+    if isinstance(exc, OSError):
+        return ProviderError(ErrorKind.CONNECTION, f"connection failed ({type(exc).__name__})")
+    return ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
+
+
+class BedrockProvider(Provider):
+    type = "bedrock"
+
+    def __init__(self, name: str, cfg: BedrockProviderConfig, region: str | None) -> None:
+        super().__init__(name, default_model=cfg.default_model, models=cfg.models, timeout=cfg.timeout,
+                         max_retries=cfg.max_retries, enabled=cfg.enabled, region=region or "")
+        self._cfg = cfg
+        self._session = boto3.session.Session(region_name=region) if region else None
+        self._has_credentials = False
+        self._client: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self._session is not None and self._has_credentials
+
+    async def start(self) -> None:
+        if not self.enabled or self._session is None:
+            return
+        session = self._session
+        self._executor = ThreadPoolExecutor(self._cfg.executor_workers, thread_name_prefix=f"bedrock-{self.name}")
+        # The standard AWS chain (env, profile, SSO, container/instance roles) may do I/O: off the loop.
+        credentials = await asyncio.get_running_loop().run_in_executor(self._executor, session.get_credentials)
+        self._has_credentials = credentials is not None
+        if not self._has_credentials:
+            return
+        config = botocore.config.Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=self._cfg.connect_timeout,
+            read_timeout=self.timeout,
+            max_pool_connections=self._cfg.executor_workers,
+            tcp_keepalive=True,
+        )
+        self._client = session.client("bedrock-runtime", endpoint_url=self._cfg.endpoint_url, config=config)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def _run(self, fn: Callable[..., T], kwargs: dict[str, Any], timeout: float) -> T:
+        if self._client is None or self._executor is None:
+            raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._executor, functools.partial(fn, **kwargs))
+        try:
+            async with asyncio.timeout(timeout):
+                return await call
+        except TimeoutError:
+            raise ProviderError(ErrorKind.TIMEOUT, f"no answer within {timeout:.3f}s") from None
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    async def generate(self, request: ProviderRequest, model: str, timeout: float) -> ProviderResponse:
+        body = await self._run(self._client_method("converse"), build_params(request, model), timeout)
+        return parse_response(body, model)
+
+    async def probe(self, timeout: float) -> None:
+        # CountTokens spends no tokens.
+        params = {"modelId": self.default_model,
+                  "input": {"converse": {"messages": [{"role": "user", "content": [{"text": "ping"}]}]}}}
+        await self._run(self._client_method("count_tokens"), params, timeout)
+
+    def _client_method(self, name: str) -> Callable[..., Any]:
+        if self._client is None:
+            raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
+        method: Callable[..., Any] = getattr(self._client, name)
+        return method

@@ -1,0 +1,229 @@
+"""Routing and fallback: which providers a request goes to, in what order, within the deadline.
+
+The chain is the requested (or default) provider, then ``fallback.fallback_order`` (when fallback
+is enabled), skipping disabled and unconfigured providers, at most ``max_fallback_attempts``
+providers in all. Each provider may be re-tried (``max_retries``) on fast transient failures.
+What falls back and what retries is decided by policy.py; this module only applies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+
+from gateway_server import policy
+from gateway_server.errors import ErrorKind, GatewayError, ProviderError
+from gateway_server.health import HealthMonitor
+from gateway_server.models import ModelResolver
+from gateway_server.providers import Provider, ProviderRequest, ProviderResponse
+from gateway_server.settings import GatewaySettings
+from modelgateway.v1 import model_gateway_pb2 as pb
+
+log = logging.getLogger("gateway_server.router")
+
+
+@dataclass(slots=True)
+class RouteResult:
+    response: ProviderResponse
+    provider: str
+    attempts: list[pb.Attempt]
+
+
+def _with_attempts(err: GatewayError, attempts: list[pb.Attempt]) -> GatewayError:
+    err.attempts = attempts
+    return err
+
+
+class Router:
+    def __init__(self, settings: GatewaySettings, providers: Mapping[str, Provider], health: HealthMonitor) -> None:
+        self._providers = providers
+        self._health = health
+        self._models = ModelResolver(settings.model_aliases)
+        fb = settings.fallback
+        self._fallback_enabled = fb.enabled
+        self._fallback_order = tuple(fb.fallback_order)
+        self._max_providers = fb.max_fallback_attempts if fb.enabled else 1
+        self._retry_original = fb.retry_original
+        self._on_invalid = fb.on_invalid_request
+        srv = settings.server
+        self._margin = srv.deadline_margin_ms / 1000
+        self._min_attempt = srv.min_attempt_ms / 1000
+        self._default_retry_after = srv.default_retry_after
+        self._backoff = srv.retry_backoff
+        self._backoff_max = srv.retry_backoff_max
+        self.default_provider = self._effective_default(settings)
+        # The chain for each possible first provider, computed once.
+        self._chains = {name: self._chain(name) for name in providers}
+
+    def _effective_default(self, settings: GatewaySettings) -> str:
+        default = settings.default_provider
+        if settings.mock_when_unconfigured and not any(
+            p.usable for p in self._providers.values() if p.type != "mock"
+        ):
+            mock = next((n for n, p in self._providers.items() if p.type == "mock" and p.usable), None)
+            if mock is not None and mock != default:
+                log.warning("No provider has credentials: serving from the mock provider '%s' "
+                            "(set GATEWAY_ANTHROPIC_API_KEY or AWS credentials for real answers)", mock)
+                return mock
+        return default
+
+    def _chain(self, first: str) -> tuple[str, ...]:
+        if not self._fallback_enabled:
+            return (first,)
+        chain = [first, *(n for n in self._fallback_order if n != first)]
+        if self._retry_original:
+            chain.append(first)
+        return tuple(chain)
+
+    @property
+    def fallback_order(self) -> tuple[str, ...]:
+        return self._fallback_order if self._fallback_enabled else ()
+
+    def check_target(self, provider: str, model: str) -> None:
+        """Reject an unknown provider or model before anything is sent (NOT_FOUND, naming the field)."""
+        if provider and provider not in self._providers:
+            raise GatewayError(grpc.StatusCode.NOT_FOUND, "UNKNOWN_PROVIDER",
+                               f"provider: '{provider}' is not a configured provider "
+                               f"({', '.join(self._providers)})", field="provider")
+        if model and not self._models.is_alias(model):
+            first = self._providers[provider or self.default_provider]
+            if first.models and model not in first.models:
+                raise GatewayError(grpc.StatusCode.NOT_FOUND, "UNKNOWN_MODEL",
+                                   f"model: '{model}' is not a model of provider '{first.name}' "
+                                   f"nor a configured alias", field="model",
+                                   metadata={"provider": first.name})
+
+    async def generate(self, request: ProviderRequest, *, provider: str, model: str,
+                       deadline: float | None) -> RouteResult:
+        """Run the chain. ``deadline`` is an event-loop time (loop.time()), None for no deadline."""
+        loop = asyncio.get_running_loop()
+        first = provider or self.default_provider
+        chain = self._chains[first]
+        attempts: list[pb.Attempt] = []
+        errors: list[ProviderError] = []
+        tried = 0
+        for index, name in enumerate(chain):
+            p = self._providers[name]
+            if tried >= self._max_providers:
+                break
+            if not p.usable:
+                why = "disabled" if not p.enabled else "unconfigured"
+                attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
+                                           reason=f"PROVIDER_{why.upper()}", message=f"provider is {why}"))
+                continue
+            tried += 1
+            target_model = self._models.resolve(model, name, default_model=p.default_model,
+                                                provider_models=p.models, first=index == 0)
+            started = time.perf_counter()
+            retries = 0
+            while True:
+                remaining = None if deadline is None else deadline - loop.time()
+                timeout, bound_by_deadline = policy.attempt_budget(p.timeout, remaining, margin=self._margin)
+                if timeout < self._min_attempt:
+                    attempts.append(pb.Attempt(provider=name, model=target_model, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
+                                               code="DEADLINE_EXCEEDED", reason="DEADLINE_EXCEEDED",
+                                               message="too little time left for another attempt",
+                                               latency_ms=(time.perf_counter() - started) * 1000,
+                                               retries=retries))
+                    raise self._deadline_error(attempts, errors)
+                call_started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(timeout):
+                        response = await p.generate(request, target_model, timeout)
+                except TimeoutError:
+                    error = ProviderError(ErrorKind.TIMEOUT, f"no answer within {timeout:.3f}s")
+                except ProviderError as exc:
+                    error = exc
+                else:
+                    latency_ms = (time.perf_counter() - started) * 1000
+                    self._health.record_success(name, (time.perf_counter() - call_started) * 1000)
+                    attempts.append(pb.Attempt(provider=name, model=response.model or target_model,
+                                               outcome=pb.ATTEMPT_OUTCOME_OK, latency_ms=latency_ms,
+                                               retries=retries))
+                    if len(errors):
+                        log.info("FALLBACK SUCCESS: Provider '%s' succeeded after '%s' failed. "
+                                 "Attempt %d/%d, latency=%.2fms", name, attempts[0].provider, tried,
+                                 self._max_providers, latency_ms)
+                    return RouteResult(response=response, provider=name, attempts=attempts)
+
+                if policy.counts_against_health(error.kind):
+                    self._health.record_failure(name, str(error), (time.perf_counter() - call_started) * 1000)
+                if error.kind is ErrorKind.TIMEOUT and bound_by_deadline:
+                    errors.append(error)
+                    attempts.append(self._failed(name, target_model, error, started, retries))
+                    raise self._deadline_error(attempts, errors)
+                wait = self._same_provider_wait(p, error, retries, deadline, loop.time())
+                if wait is None:
+                    break
+                retries += 1
+                log.warning("Provider '%s' transient failure (try %d/%d): %s. Retrying in %.2fs...",
+                            name, retries, p.max_retries + 1, error, wait)
+                await asyncio.sleep(wait)
+
+            errors.append(error)
+            attempts.append(self._failed(name, target_model, error, started, retries))
+            if not policy.falls_back(error.kind, on_invalid_request=self._on_invalid):
+                break
+            upcoming = self._next_usable(chain, index) if tried < self._max_providers else None
+            if upcoming is not None:
+                log.warning("Provider '%s' failed (attempt %d/%d): %s. Trying fallback to '%s'...",
+                            name, tried, self._max_providers, error, upcoming)
+        raise self._exhausted_error(attempts, errors)
+
+    def _next_usable(self, chain: tuple[str, ...], index: int) -> str | None:
+        return next((n for n in chain[index + 1:] if self._providers[n].usable), None)
+
+    def _same_provider_wait(self, p: Provider, error: ProviderError, retries: int, deadline: float | None,
+                            now: float) -> float | None:
+        if retries >= p.max_retries or not policy.retries_same_provider(error.kind):
+            return None
+        wait = policy.retry_wait(retries + 1, base=self._backoff, cap=self._backoff_max,
+                                 retry_after=error.retry_after)
+        if wait is None:
+            return None
+        if deadline is not None and now + wait + self._margin + self._min_attempt > deadline:
+            return None
+        return wait
+
+    @staticmethod
+    def _failed(name: str, model: str, error: ProviderError, started: float, retries: int) -> pb.Attempt:
+        return pb.Attempt(provider=name, model=model, outcome=pb.ATTEMPT_OUTCOME_ERROR,
+                          code=error.kind.code.name, reason=error.kind.reason, message=error.message,
+                          latency_ms=(time.perf_counter() - started) * 1000, retries=retries)
+
+    def _deadline_error(self, attempts: list[pb.Attempt], errors: list[ProviderError]) -> GatewayError:
+        tried = ",".join(a.provider for a in attempts)
+        detail = f"; last error: {errors[-1]}" if errors else ""
+        return _with_attempts(
+            GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED",
+                         f"the caller's deadline left no time to finish (providers: {tried}){detail}",
+                         metadata={"providers": tried}),
+            attempts)
+
+    def _exhausted_error(self, attempts: list[pb.Attempt], errors: list[ProviderError]) -> GatewayError:
+        if not errors:
+            skipped = "; ".join(f"{a.provider}: {a.message}" for a in attempts)
+            return _with_attempts(
+                GatewayError(grpc.StatusCode.FAILED_PRECONDITION, "NO_USABLE_PROVIDER",
+                             f"no usable provider ({skipped})", metadata={"providers": ",".join(
+                                 a.provider for a in attempts)}),
+                attempts)
+        code, reason, decisive = policy.final_status(errors)
+        failed = [a for a in attempts if a.outcome == pb.ATTEMPT_OUTCOME_ERROR]
+        retry_after = policy.shortest_retry_after(errors)
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is None:
+            retry_after = self._default_retry_after
+        if len(failed) == 1:
+            message = f"provider '{failed[0].provider}' failed: {decisive}"
+        else:
+            message = f"all {len(failed)} providers failed; last: '{failed[-1].provider}': {decisive}"
+        return _with_attempts(
+            GatewayError(code, reason, message, retry_after=retry_after,
+                         metadata={"provider": failed[-1].provider,
+                                   "providers": ",".join(a.provider for a in failed)}),
+            attempts)

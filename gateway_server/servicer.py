@@ -1,0 +1,141 @@
+"""The ModelGateway gRPC servicer: validation in, router, response out, one log line per request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from gateway_server import __version__
+from gateway_server.errors import GatewayError
+from gateway_server.health import HealthMonitor
+from gateway_server.providers import Provider
+from gateway_server.router import Router
+from gateway_server.settings import GatewaySettings
+from gateway_server.validation import validate_generate
+from modelgateway.v1 import model_gateway_pb2 as pb
+from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
+
+log = logging.getLogger("gateway_server.requests")
+
+SERVICE_NAME = "Model Gateway"
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+
+def _request_id(context: grpc.aio.ServicerContext[object, object]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID \
+                and value.isprintable():
+            return value
+    return uuid.uuid4().hex
+
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
+    def __init__(self, settings: GatewaySettings, providers: Mapping[str, Provider], router: Router,
+                 health: HealthMonitor) -> None:
+        self._settings = settings
+        self._providers = providers
+        self._router = router
+        self._health = health
+        self._limits = settings.limits
+        self._max_request_bytes = settings.server.max_request_bytes
+        self.draining = False
+        self._provider_infos = [
+            pb.ProviderInfo(name=name, type=p.type, models=list(p.models), default_model=p.default_model,
+                            region=p.region, enabled=p.enabled, configured=p.configured)
+            for name, p in providers.items()
+        ]
+
+    async def Generate(  # noqa: N802 - gRPC method name
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateResponse]
+    ) -> pb.GenerateResponse:
+        started = time.perf_counter()
+        request_id = _request_id(context)
+        try:
+            provider_request = validate_generate(request, self._limits, self._max_request_bytes)
+            self._router.check_target(request.provider, request.model)
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+            result = await self._router.generate(provider_request, provider=request.provider,
+                                                 model=request.model, deadline=deadline)
+        except GatewayError as err:
+            self._log_failure(request_id, request, err, started)
+            await context.abort(err.code, err.message,
+                                trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
+            raise  # unreachable: abort raises
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("request_id=%s outcome=bug: unexpected failure", request_id)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"internal gateway error (request_id {request_id})",
+                                trailing_metadata=((REQUEST_ID_HEADER, request_id),))
+            raise
+        r = result.response
+        latency_ms = (time.perf_counter() - started) * 1000
+        total = r.input_tokens + r.output_tokens
+        path = ">".join(a.provider for a in result.attempts if a.outcome != pb.ATTEMPT_OUTCOME_SKIPPED)
+        fallback_note = f" (fallback from {result.attempts[0].provider})" if len(result.attempts) > 1 else ""
+        log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
+                 "path=%s%s%s", request_id, result.provider, r.model, total, latency_ms, path,
+                 _metadata_suffix(request.metadata), fallback_note)
+        return pb.GenerateResponse(
+            content=r.content, model=r.model, provider=result.provider,
+            usage=pb.Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens, total_tokens=total),
+            finish_reason=r.finish_reason, latency_ms=latency_ms, request_id=request_id,
+            attempts=result.attempts, stop_reason=r.stop_reason,
+        )
+
+    def _log_failure(self, request_id: str, request: pb.GenerateRequest, err: GatewayError, started: float) -> None:
+        path = ">".join(a.provider for a in err.attempts if a.outcome != pb.ATTEMPT_OUTCOME_SKIPPED)
+        level = logging.WARNING if err.attempts else logging.INFO
+        log.log(level, "Request failed: request_id=%s code=%s reason=%s latency_ms=%.2f path=%s%s: %s",
+                request_id, err.code.name, err.reason, (time.perf_counter() - started) * 1000, path or "-",
+                _metadata_suffix(request.metadata), err.message)
+
+    async def Health(  # noqa: N802
+        self, request: pb.HealthRequest, context: grpc.aio.ServicerContext[pb.HealthRequest, pb.HealthResponse]
+    ) -> pb.HealthResponse:
+        entries = []
+        for name, p in self._providers.items():
+            state = self._health.states[name]
+            entries.append(pb.ProviderHealth(
+                name=name, type=p.type, status=state.status, latency_ms=state.latency_ms,
+                default_model=p.default_model, region=p.region, last_error=state.last_error,
+                checked_at=_timestamp(state.checked_at)))
+        return pb.HealthResponse(status=self._health.overall(), providers=entries, timestamp=_timestamp(time.time()))
+
+    async def ListProviders(  # noqa: N802
+        self, request: pb.ListProvidersRequest,
+        context: grpc.aio.ServicerContext[pb.ListProvidersRequest, pb.ListProvidersResponse],
+    ) -> pb.ListProvidersResponse:
+        return pb.ListProvidersResponse(providers=self._provider_infos,
+                                        default_provider=self._router.default_provider,
+                                        fallback_order=list(self._router.fallback_order))
+
+    async def GetStatus(  # noqa: N802
+        self, request: pb.GetStatusRequest,
+        context: grpc.aio.ServicerContext[pb.GetStatusRequest, pb.GetStatusResponse],
+    ) -> pb.GetStatusResponse:
+        return pb.GetStatusResponse(service=SERVICE_NAME, version=__version__,
+                                    status="draining" if self.draining else "running",
+                                    providers=list(self._providers),
+                                    default_provider=self._router.default_provider)
+
+
+def _metadata_suffix(metadata: Mapping[str, str]) -> str:
+    if not metadata:
+        return ""
+    return " metadata=" + ",".join(f"{k}={v}" for k, v in sorted(metadata.items()))

@@ -1,0 +1,216 @@
+"""Gateway configuration: one YAML file (``--config`` / ``GATEWAY_CONFIG``) plus environment.
+
+Precedence, highest first: environment variables (``GATEWAY_*``), a ``.env`` file in the working
+directory, the YAML file, the defaults below. Secrets are ``SecretStr`` and never printed.
+
+Every model forbids unknown keys, so a typo in the YAML stops start-up with the key's path named.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = "config/gateway.yaml"
+
+
+class ConfigError(Exception):
+    """An invalid configuration: the message is one line naming the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ProviderBase(_Strict):
+    enabled: bool = True
+    # The seed's Bedrock entry spells it `model_id`; both are accepted.
+    default_model: str = Field("", validation_alias=AliasChoices("default_model", "model_id"))
+    models: list[str] = Field(default_factory=list)
+    timeout: float = Field(60.0, gt=0, description="Seconds one call to this provider may take.")
+    max_retries: int = Field(2, ge=0, le=10, description="Re-tries of this provider on fast transient failures.")
+
+
+class AnthropicProviderConfig(_ProviderBase):
+    type: Literal["anthropic"]
+    base_url: str | None = None
+    api_key: SecretStr | None = None  # prefer GATEWAY_ANTHROPIC_API_KEY
+    max_connections: int = Field(100, ge=1)
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+
+class BedrockProviderConfig(_ProviderBase):
+    type: Literal["bedrock"]
+    region: str | None = None  # else GATEWAY_AWS_REGION
+    endpoint_url: str | None = None
+    executor_workers: int = Field(16, ge=1, le=256, description="Threads for the blocking boto3 calls.")
+    connect_timeout: float = Field(5.0, gt=0)
+
+
+class MockProviderConfig(_ProviderBase):
+    type: Literal["mock"]
+    latency_ms: float = Field(0.0, ge=0)
+    # Failure injection: the first `fail_times` calls fail with `fail_with` (-1: every call).
+    fail_with: (
+        Literal["unavailable", "overloaded", "rate_limited", "timeout", "auth", "invalid_request", "malformed"]
+        | None
+    ) = None
+    fail_times: int = Field(-1, ge=-1)
+    retry_after: float | None = Field(None, ge=0)
+
+
+ProviderConfig = Annotated[
+    AnthropicProviderConfig | BedrockProviderConfig | MockProviderConfig, Field(discriminator="type")
+]
+
+
+class FallbackConfig(_Strict):
+    enabled: bool = True
+    fallback_order: list[str] = Field(default_factory=list)
+    max_fallback_attempts: int = Field(2, ge=1, description="Providers tried in all, the first one included.")
+    retry_original: bool = False
+    # A request a provider rejects for its content is not sent elsewhere unless this is set.
+    on_invalid_request: bool = False
+
+
+class RateLimitConfig(_Strict):
+    """Accepted and validated now; enforced in a later release."""
+
+    enabled: bool = False
+    requests_per_minute: int = Field(60, ge=1)
+    tokens_per_minute: int = Field(100_000, ge=1)
+
+
+class HealthCheckConfig(_Strict):
+    enabled: bool = True
+    interval: float = Field(30.0, gt=0, description="Seconds between background probes.")
+    timeout: float = Field(5.0, gt=0)
+
+
+class ServerConfig(_Strict):
+    grace_period: float = Field(10.0, ge=0, description="Seconds in-flight calls get on SIGTERM.")
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    deadline_margin_ms: float = Field(20.0, ge=0, description="Kept back from the caller's deadline.")
+    min_attempt_ms: float = Field(50.0, ge=0, description="No attempt starts with less time than this left.")
+    default_retry_after: float = Field(1.0, gt=0, description="Pushback sent with RESOURCE_EXHAUSTED.")
+    retry_backoff: float = Field(0.1, ge=0, description="First same-provider retry wait; doubles each time.")
+    retry_backoff_max: float = Field(2.0, ge=0, description="Longest same-provider wait, retry-after included.")
+
+
+class LimitsConfig(_Strict):
+    max_output_tokens: int = Field(128_000, ge=1)
+    default_max_tokens: int = Field(4096, ge=1)
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="forbid", frozen=True, env_nested_delimiter="__"
+    )
+
+    config: str | None = None  # the YAML file's path (GATEWAY_CONFIG), read by load_settings
+    host: str = "0.0.0.0"
+    port: int = Field(50051, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    anthropic_api_key: SecretStr | None = None
+    aws_region: str | None = None
+
+    default_provider: str = "anthropic"
+    # When no real provider has credentials, answer from the mock provider (development).
+    mock_when_unconfigured: bool = False
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    # One logical name -> each provider's model id, e.g. {"sonnet": {"anthropic": "...", "bedrock": "..."}}.
+    model_aliases: dict[str, dict[str, str]] = Field(default_factory=dict)
+    fallback: FallbackConfig = FallbackConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    health_check: HealthCheckConfig = HealthCheckConfig()
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper_log_level(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("log_level"), str):
+            data = {**data, "log_level": data["log_level"].upper()}
+        return data
+
+    @model_validator(mode="after")
+    def _check_references(self) -> GatewaySettings:
+        if not self.providers:
+            raise ValueError("providers: at least one provider must be configured")
+        names = ", ".join(self.providers)
+        if self.default_provider not in self.providers:
+            raise ValueError(f"default_provider: '{self.default_provider}' is not a configured provider ({names})")
+        for name in self.fallback.fallback_order:
+            if name not in self.providers:
+                raise ValueError(f"fallback.fallback_order: '{name}' is not a configured provider ({names})")
+        for alias, mapping in self.model_aliases.items():
+            for name in mapping:
+                if name not in self.providers:
+                    raise ValueError(f"model_aliases.{alias}: '{name}' is not a configured provider ({names})")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML document arrives as init kwargs; the environment overrides it.
+        return env_settings, dotenv_settings, init_settings
+
+    # ---- derived views (computed once at start-up, never per request) ----
+
+    def anthropic_key(self, cfg: AnthropicProviderConfig) -> SecretStr | None:
+        return cfg.api_key or self.anthropic_api_key
+
+    def bedrock_region(self, cfg: BedrockProviderConfig) -> str | None:
+        return cfg.region or self.aws_region
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> GatewaySettings:
+    """Read the YAML file (``path``, else ``$GATEWAY_CONFIG``, else config/gateway.yaml) and the environment.
+
+    Raises ConfigError with one line naming the file and the field.
+    """
+    if path is None:
+        path = os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG_PATH)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return settings_from_mapping({**data, **overrides}, source=str(p))
+
+
+def settings_from_mapping(data: dict[str, Any], *, source: str = "config") -> GatewaySettings:
+    try:
+        return GatewaySettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid config: {_format_error(exc)}") from None
