@@ -176,9 +176,15 @@ class GatewaySettings(BaseSettings):
         return cfg.region or self.aws_region
 
 
+_PROVIDER_TAGS = {"anthropic", "bedrock", "mock"}
+
+
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    parts = [str(p) for p in first["loc"]]
+    if len(parts) > 2 and parts[0] == "providers" and parts[2] in _PROVIDER_TAGS:
+        del parts[2]  # the discriminated union's tag, not a key the user wrote
+    loc = ".".join(parts)
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -209,8 +215,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     return settings_from_mapping({**data, **overrides}, source=str(p))
 
 
-def settings_from_mapping(data: dict[str, Any], *, source: str = "config") -> GatewaySettings:
+def settings_from_mapping(data: dict[str, Any], *, source: str = "config", env_file: str | None = ".env"
+                          ) -> GatewaySettings:
     try:
-        return GatewaySettings(**data)
+        return GatewaySettings(**data, _env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid config: {_format_error(exc)}") from None

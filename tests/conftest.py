@@ -1,0 +1,82 @@
+"""Shared fixtures: in-process gateways on random loopback ports, and their stubs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from gateway_server.app import GatewayApp
+from gateway_server.settings import settings_from_mapping
+from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
+
+# Never let boto3's credential chain reach for an instance-metadata endpoint: loopback only here.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+for _var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+             "GATEWAY_ANTHROPIC_API_KEY", "GATEWAY_AWS_REGION", "GATEWAY_CONFIG", "ANTHROPIC_API_KEY"):
+    os.environ.pop(_var, None)
+os.environ["AWS_CONFIG_FILE"] = os.devnull
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+
+def mock_config(**overrides: Any) -> dict[str, Any]:
+    """A gateway on the built-in mock provider only."""
+    config: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "default_provider": "mock",
+        "providers": {"mock": {"type": "mock"}},
+        "fallback": {"enabled": False},
+        "health_check": {"interval": 3600},
+    }
+    config.update(overrides)
+    return config
+
+
+GatewayFactory = Callable[[dict[str, Any]], Awaitable[GatewayApp]]
+
+
+@pytest.fixture
+async def gateway_factory() -> AsyncIterator[GatewayFactory]:
+    """``app = await gateway_factory(config_dict)``: a started gateway, stopped after the test."""
+    apps: list[GatewayApp] = []
+
+    async def make(config: dict[str, Any]) -> GatewayApp:
+        settings = settings_from_mapping({"host": "127.0.0.1", "port": 0, **config}, env_file=None)
+        app = await GatewayApp(settings).start()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        await app.stop(grace=0)
+
+
+@pytest.fixture
+async def gateway_address(gateway_factory: GatewayFactory) -> str:
+    """"127.0.0.1:PORT" of a running gateway on its mock provider (answers "What is 25 + 75?" with "100")."""
+    app = await gateway_factory(mock_config())
+    return f"127.0.0.1:{app.port}"
+
+
+async def open_stub(app: GatewayApp) -> tuple[grpc.aio.Channel, pb_grpc.ModelGatewayStub]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    return channel, pb_grpc.ModelGatewayStub(channel)
+
+
+@pytest.fixture
+async def stub_for() -> AsyncIterator[Callable[[GatewayApp], Awaitable[pb_grpc.ModelGatewayStub]]]:
+    """``stub = await stub_for(app)``: a stub on a channel closed after the test."""
+    channels: list[grpc.aio.Channel] = []
+
+    async def make(app: GatewayApp) -> pb_grpc.ModelGatewayStub:
+        channel, stub = await open_stub(app)
+        channels.append(channel)
+        return stub
+
+    yield make
+    for channel in channels:
+        await channel.close()
