@@ -7,12 +7,15 @@ It answers simple arithmetic ("What is 25 + 75?" -> "100") and otherwise quotes 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 from gateway_server.errors import ErrorKind, ProviderError
 from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse
 from gateway_server.settings import MockProviderConfig
 from modelgateway.v1 import model_gateway_pb2 as pb
+
+log = logging.getLogger("gateway_server.providers.mock")
 
 _ARITHMETIC = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/x×÷])\s*(-?\d+(?:\.\d+)?)")
 
@@ -76,6 +79,7 @@ class MockProvider(Provider):
 
     async def generate(self, request: ProviderRequest, model: str, timeout: float) -> ProviderResponse:
         self.calls += 1
+        log.debug("mock provider '%s' received call %d", self.name, self.calls)
         if self._latency:
             if self._latency > timeout:
                 await asyncio.sleep(timeout)

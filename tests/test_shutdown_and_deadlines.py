@@ -1,0 +1,94 @@
+"""Graceful shutdown of the real process, and the caller's deadline as law."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
+from tests.conftest import mock_config
+from tests.helpers import ask, error_details
+
+
+async def _read_until(stream: asyncio.StreamReader, pattern: str, lines: list[str], timeout: float = 30) -> re.Match[str]:
+    async with asyncio.timeout(timeout):
+        while True:
+            raw = await stream.readline()
+            if not raw:
+                raise AssertionError("gateway exited early:\n" + "".join(lines))
+            line = raw.decode()
+            lines.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+
+async def test_sigterm_drains_in_flight_calls_then_exits_0(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "host: 127.0.0.1\nport: 0\nlog_level: DEBUG\ndefault_provider: slow\n"
+        "providers:\n  slow:\n    type: mock\n    latency_ms: 1500\n"
+        "health_check:\n  interval: 3600\nserver:\n  grace_period: 20\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway_server", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={**os.environ, "GATEWAY_LOG_LEVEL": "DEBUG"})
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        port = int((await _read_until(proc.stderr, r"on 127\.0\.0\.1:(\d+)", lines)).group(1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ModelGatewayStub(channel)
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            in_flight = asyncio.ensure_future(stub.Generate(ask(), timeout=30))
+            await _read_until(proc.stderr, r"received call 1", lines)
+            proc.send_signal(signal.SIGTERM)
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            await _read_until(proc.stderr, r"Shutting down", lines)
+            response = await in_flight
+            assert response.content == "100"
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Generate(ask(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with asyncio.timeout(30):
+            rest = await proc.stderr.read()
+            assert await proc.wait() == 0
+        assert "Gateway stopped" in rest.decode()
+        assert "Traceback" not in "".join(lines) + rest.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_deadline_shorter_than_a_slow_provider_ends_at_the_deadline(gateway_factory, stub_for) -> None:
+    app = await gateway_factory(mock_config(providers={"mock": {"type": "mock", "latency_ms": 5000}}))
+    stub = await stub_for(app)
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(ask(), timeout=0.5)
+    elapsed = time.monotonic() - started
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 0.6
+
+
+async def test_no_attempt_starts_when_too_little_time_is_left(gateway_factory, stub_for) -> None:
+    app = await gateway_factory(mock_config(server={"min_attempt_ms": 500}))
+    stub = await stub_for(app)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(ask(), timeout=0.3)
+    details = error_details(info.value)
+    assert details.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert details.reason == "DEADLINE_EXCEEDED"
+    assert app.providers["mock"].calls == 0
+    ok = await stub.Generate(ask(), timeout=5)
+    assert ok.content == "100"
