@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.install-stamp
 CONFIG  ?= config/gateway.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup stubs run test demo lint bench clean
+.PHONY: setup stubs run test demo lint bench clean node-deps
 
 setup: $(STAMP)
 
@@ -53,3 +53,7 @@ lint: setup
 # npm dependencies of the Node.js example (skipped with a message where npm is absent).
 node-deps:
 	bash scripts/node_deps.sh
+
+# Latency and throughput of the gateway against a fake upstream (bench/), printed as a table.
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
