@@ -27,7 +27,7 @@ def test_the_shipped_config_loads() -> None:
     assert list(s.providers) == ["anthropic", "bedrock", "mock"]
     bedrock = s.providers["bedrock"]
     assert isinstance(bedrock, BedrockProviderConfig)
-    assert bedrock.default_model.startswith("anthropic.")  # the seed's `model_id` spelling
+    assert bedrock.default_model == "global.anthropic.claude-sonnet-5-5"  # the seed's `model_id` spelling
     assert s.fallback.fallback_order == ["anthropic", "bedrock"]
     assert s.fallback.max_fallback_attempts == 2
     assert s.rate_limit.requests_per_minute == 60

@@ -38,10 +38,14 @@ def build_params(request: ProviderRequest, model: str) -> dict[str, Any]:
     }
     if request.system:
         params["system"] = request.system
+    # This SDK version no longer types the sampling parameters; the API takes them in the body.
+    sampling: dict[str, float] = {}
     if request.temperature is not None:
-        params["temperature"] = request.temperature
+        sampling["temperature"] = request.temperature
     if request.top_p is not None:
-        params["top_p"] = request.top_p
+        sampling["top_p"] = request.top_p
+    if sampling:
+        params["extra_body"] = sampling
     if request.stop_sequences:
         params["stop_sequences"] = list(request.stop_sequences)
     return params
@@ -109,7 +113,7 @@ def classify(exc: BaseException) -> ProviderError:
             kind = ErrorKind.NOT_FOUND
         elif status == 408:
             kind = ErrorKind.TIMEOUT
-        elif status == 529:
+        elif status in (503, 529):
             kind = ErrorKind.OVERLOADED
         elif status >= 500:
             kind = ErrorKind.SERVER
