@@ -1,0 +1,66 @@
+"""The orchestrator's client of the Model Gateway: a typed grpc.aio client with deadline-aware
+retries and statistics (:class:`GatewayClient`), the orchestrator-facing adapter
+(:class:`GatewayReasoner`), its configuration (:func:`load_config`) and the ``gatewayctl``
+command line (:mod:`orchestrator_client.cli`).
+"""
+
+from orchestrator_client.client import GatewayClient
+from orchestrator_client.errors import (
+    AuthenticationError,
+    ConfigError,
+    GatewayError,
+    GatewayTimeoutError,
+    GatewayUnavailableError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionError,
+    RateLimitedError,
+    ServerError,
+)
+from orchestrator_client.reasoner import GatewayReasoner
+from orchestrator_client.results import (
+    Attempt,
+    ChatMessage,
+    GenerateResult,
+    HealthReport,
+    ProviderHealth,
+    ProviderInfo,
+    ProviderList,
+    Status,
+    Usage,
+)
+from orchestrator_client.settings import GatewaySettings, OrchestratorConfig, load_config
+from orchestrator_client.stats import ClientStats, StatsSnapshot
+
+__all__ = [
+    "Attempt",
+    "AuthenticationError",
+    "ChatMessage",
+    "ClientStats",
+    "ConfigError",
+    "GatewayClient",
+    "GatewayError",
+    "GatewayReasoner",
+    "GatewaySettings",
+    "GatewayTimeoutError",
+    "GatewayUnavailableError",
+    "GenerateResult",
+    "HealthReport",
+    "InvalidRequestError",
+    "NotFoundError",
+    "OrchestratorConfig",
+    "PermissionDeniedError",
+    "PreconditionError",
+    "ProviderHealth",
+    "ProviderInfo",
+    "ProviderList",
+    "RateLimitedError",
+    "ServerError",
+    "StatsSnapshot",
+    "Status",
+    "Usage",
+    "load_config",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,351 @@
+"""``gatewayctl``: poke the Model Gateway from a shell.
+
+Usage::
+
+    gatewayctl [--target T] [--config PATH] [--json] [options] generate "What is 25 + 75?"
+    gatewayctl health
+    gatewayctl providers
+    gatewayctl status
+
+The target comes from ``--target``, else the configuration (``--config``, ``$ORCHESTRATOR_CONFIG``
+or ``config/orchestrator.gateway.yaml``, with ``ORCHESTRATOR_GATEWAY_*`` overrides), else
+``localhost:50051``. Output is readable text by default (for ``generate``: the answer on stdout,
+a summary line on stderr) and one JSON document on stdout with ``--json`` (errors too).
+
+Exit status:
+
+===  ==========================================================================
+0    success (``health``: the gateway is healthy or degraded)
+1    unexpected error in gatewayctl itself
+2    usage or configuration error
+3    invalid request: INVALID_ARGUMENT, OUT_OF_RANGE
+4    not found: NOT_FOUND, UNIMPLEMENTED
+5    gateway unavailable, timed out or rate limited: UNAVAILABLE, DEADLINE_EXCEEDED,
+     RESOURCE_EXHAUSTED, ABORTED
+6    refused: UNAUTHENTICATED, PERMISSION_DENIED, FAILED_PRECONDITION
+7    gateway-side error: INTERNAL, UNKNOWN, DATA_LOSS and any other code
+8    ``health`` only: the gateway answered but reports itself unhealthy
+130  interrupted
+===  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
+
+import grpc
+
+from orchestrator_client.client import GatewayClient
+from orchestrator_client.errors import ConfigError, GatewayError
+from orchestrator_client.results import GenerateResult, HealthReport, ProviderList, Status, to_jsonable
+from orchestrator_client.settings import load_config
+
+__all__ = ["EXIT_CODES", "exit_code_for", "main"]
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_UNHEALTHY = 8
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 3,
+    grpc.StatusCode.OUT_OF_RANGE: 3,
+    grpc.StatusCode.NOT_FOUND: 4,
+    grpc.StatusCode.UNIMPLEMENTED: 4,
+    grpc.StatusCode.UNAVAILABLE: 5,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 5,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 5,
+    grpc.StatusCode.ABORTED: 5,
+    grpc.StatusCode.UNAUTHENTICATED: 6,
+    grpc.StatusCode.PERMISSION_DENIED: 6,
+    grpc.StatusCode.FAILED_PRECONDITION: 6,
+}
+EXIT_SERVER_ERROR = 7
+
+EPILOG = """\
+exit status:
+  0    success (health: healthy or degraded)
+  1    unexpected error in gatewayctl
+  2    usage or configuration error
+  3    invalid request (INVALID_ARGUMENT, OUT_OF_RANGE)
+  4    not found (NOT_FOUND, UNIMPLEMENTED)
+  5    unavailable, timed out or rate limited (UNAVAILABLE, DEADLINE_EXCEEDED,
+       RESOURCE_EXHAUSTED, ABORTED)
+  6    refused (UNAUTHENTICATED, PERMISSION_DENIED, FAILED_PRECONDITION)
+  7    gateway-side error (INTERNAL, UNKNOWN, DATA_LOSS, other codes)
+  8    health: the gateway reports itself unhealthy
+  130  interrupted
+
+environment: ORCHESTRATOR_CONFIG (config file), ORCHESTRATOR_GATEWAY_URL, _API_KEY,
+_PROVIDER, _MODEL, _MAX_RETRIES, _TIMEOUT, _RETRY_DELAY, ... (see orchestrator_client.settings)
+
+examples:
+  gatewayctl generate "What is 25 + 75?"
+  gatewayctl --target localhost:50051 --json providers
+  gatewayctl --target dns:///gateway.internal:50051 health
+"""
+
+
+def exit_code_for(code: grpc.StatusCode) -> int:
+    """The exit status for a call that failed with ``code``."""
+    return EXIT_CODES.get(code, EXIT_SERVER_ERROR)
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # raise instead of sys.exit so main() returns 2
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _common_options() -> _Parser:
+    # default=SUPPRESS so the options work before and after the command without clobbering.
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--target", "-t", help="gateway address: host:port, dns:///host:port, http(s)://...")
+    common.add_argument("--config", "-c", help="orchestrator YAML config (default: $ORCHESTRATOR_CONFIG or "
+                        "config/orchestrator.gateway.yaml when present)")
+    common.add_argument("--api-key", help="API key, sent as 'authorization: Bearer <key>'")
+    tls = common.add_mutually_exclusive_group()
+    tls.add_argument("--tls", dest="tls", action="store_const", const=True, help="use TLS")
+    tls.add_argument("--insecure", dest="tls", action="store_const", const=False, help="plaintext")
+    common.add_argument("--timeout", type=float, help="budget of the whole call in seconds (default 60)")
+    common.add_argument("--max-retries", type=int, help="total attempts (default 3)")
+    common.add_argument("--retry-delay", type=float, help="base wait between attempts in s (default 1.0)")
+    common.add_argument("--attempt-timeout", type=float, help="cap of one attempt in seconds")
+    common.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")
+    common.add_argument("--verbose", "-v", action="count", help="log retries (-v) and debug details (-vv)")
+    common.add_argument("--quiet", "-q", action="store_true", help="no log output, errors only")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = _Parser(
+        prog="gatewayctl",
+        description="Call the Model Gateway: generate a completion, check health, list providers, status.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    gen = commands.add_parser(
+        "generate", parents=[common], help="generate a completion for a prompt", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("prompt", help="the prompt ('-' reads it from stdin)")
+    gen.add_argument("--system", "-s", default=None, help="system prompt")
+    gen.add_argument("--provider", "-p", default=None, help="provider name (default: config or gateway's)")
+    gen.add_argument("--model", "-m", default=None, help="model id or alias")
+    gen.add_argument("--max-tokens", type=int, default=None, help="upper bound of output tokens")
+    gen.add_argument("--temperature", type=float, default=None, help="sampling temperature in [0, 1]")
+    gen.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                     help="a label for the gateway's logs (repeatable)")
+    gen.add_argument("--request-id", default=None, help="x-request-id to send (default: generated)")
+    for name, text in (
+        ("health", "health of the gateway and each provider"),
+        ("providers", "the configured providers, default and fallback order"),
+        ("status", "service name, version, status"),
+    ):
+        commands.add_parser(name, parents=[common], help=text, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool, err: TextIO) -> Callable[[], None]:
+    """Show the client's retry log on ``err`` ("WARNING Gateway connection error ..."); returns
+    the function that undoes it (main() may run in-process, e.g. in tests)."""
+    level = logging.CRITICAL + 10 if quiet else (
+        logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    )
+    log = logging.getLogger("orchestrator_client")
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setLevel(level)
+    previous = log.level
+    log.addHandler(handler)
+    if log.getEffectiveLevel() > level:
+        log.setLevel(level)
+
+    def restore() -> None:
+        log.removeHandler(handler)
+        log.setLevel(previous)
+
+    return restore
+
+
+def _make_client(args: argparse.Namespace) -> GatewayClient:
+    config = load_config(getattr(args, "config", None))
+    overrides: dict[str, Any] = {}
+    for name in ("target", "api_key", "tls", "timeout", "max_retries", "retry_delay", "attempt_timeout"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    for name in ("timeout", "retry_delay", "attempt_timeout"):
+        if name in overrides and overrides[name] < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+    try:
+        return GatewayClient.from_settings(config.gateway, **overrides)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _parse_metadata(items: Sequence[str]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"gatewayctl: error: --metadata expects KEY=VALUE, got {item!r}")
+        metadata[key] = value
+    return metadata
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _print_generate(result: GenerateResult, out: TextIO, err: TextIO) -> None:
+    out.write(result.content.rstrip("\n") + "\n")
+    usage = result.usage
+    err.write(
+        f"-- provider={result.provider} model={result.model} finish={result.finish_reason} "
+        f"tokens={usage.input_tokens}+{usage.output_tokens} latency={result.latency_ms:.1f}ms "
+        f"elapsed={result.elapsed_ms:.1f}ms attempts={result.attempts} request_id={result.request_id}\n"
+    )
+
+
+def _print_health(report: HealthReport, out: TextIO) -> None:
+    stamp = f" at {report.timestamp.isoformat()}" if report.timestamp else ""
+    out.write(f"Gateway: {report.status}{stamp}\n")
+    if report.providers:
+        rows = [["PROVIDER", "TYPE", "STATUS", "LATENCY", "MODEL", "REGION", "LAST ERROR"]]
+        for p in report.providers:
+            rows.append([p.name, p.type, p.status, f"{p.latency_ms:.1f}ms", p.default_model,
+                         p.region or "-", p.last_error or "-"])
+        _table(rows, out)
+
+
+def _print_providers(listing: ProviderList, out: TextIO) -> None:
+    out.write(f"Default provider: {listing.default_provider or '-'}\n")
+    out.write(f"Fallback order:   {' -> '.join(listing.fallback_order) or '-'}\n")
+    if listing.providers:
+        rows = [["PROVIDER", "TYPE", "ENABLED", "CONFIGURED", "DEFAULT MODEL", "REGION", "MODELS"]]
+        for p in listing.providers:
+            rows.append([p.name, p.type, "yes" if p.enabled else "no", "yes" if p.configured else "no",
+                         p.default_model or "-", p.region or "-", ", ".join(p.models) or "-"])
+        _table(rows, out)
+
+
+def _print_status(status: Status, out: TextIO) -> None:
+    out.write(f"{status.service} {status.version}: {status.status}\n")
+    names = ", ".join(status.providers) or "-"
+    out.write(f"Providers: {names} (default: {status.default_provider or '-'})\n")
+
+
+async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    as_json = bool(getattr(args, "json", False))
+    metadata = _parse_metadata(args.metadata) if args.command == "generate" else {}
+    prompt = ""
+    if args.command == "generate":
+        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    async with _make_client(args) as client:
+        if args.command == "generate":
+            result = await client.generate(
+                prompt,
+                system=args.system,
+                provider=args.provider,
+                model=args.model,
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                metadata=metadata,
+                request_id=args.request_id,
+            )
+            if as_json:
+                json.dump(to_jsonable(result), out, indent=2)
+                out.write("\n")
+            else:
+                _print_generate(result, out, err)
+            return EXIT_OK
+        if args.command == "health":
+            report = await client.health()
+            if as_json:
+                json.dump(to_jsonable(report), out, indent=2)
+                out.write("\n")
+            else:
+                _print_health(report, out)
+            return EXIT_OK if report.healthy else EXIT_UNHEALTHY
+        if args.command == "providers":
+            listing = await client.list_providers()
+            if as_json:
+                json.dump(to_jsonable(listing), out, indent=2)
+                out.write("\n")
+            else:
+                _print_providers(listing, out)
+            return EXIT_OK
+        status = await client.status()
+        if as_json:
+            json.dump(to_jsonable(status), out, indent=2)
+            out.write("\n")
+        else:
+            _print_status(status, out)
+        return EXIT_OK
+
+
+def _report_error(kind: str, message: str, as_json: bool, out: TextIO, err: TextIO,
+                  extra: dict[str, Any] | None = None) -> None:
+    if as_json:
+        json.dump({"error": extra or {"error": kind, "message": message}}, out, indent=2)
+        out.write("\n")
+    else:
+        err.write(f"gatewayctl: {message}\n")
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Run gatewayctl with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except _UsageError as exc:
+        err.write(parser.format_usage())
+        err.write(f"{exc}\n")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_USAGE
+    as_json = bool(getattr(args, "json", False))
+    restore_logging = _configure_logging(
+        int(getattr(args, "verbose", 0) or 0), bool(getattr(args, "quiet", False)), err
+    )
+    try:
+        return asyncio.run(_run(args, out, err))
+    except _UsageError as exc:
+        err.write(f"{exc}\n")
+        return EXIT_USAGE
+    except ConfigError as exc:
+        _report_error("ConfigError", f"configuration error: {exc}", as_json, out, err)
+        return EXIT_USAGE
+    except GatewayError as exc:
+        _report_error(type(exc).__name__, f"error: {exc}", as_json, out, err, exc.to_dict())
+        return exit_code_for(exc.code)
+    except KeyboardInterrupt:
+        err.write("gatewayctl: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so plainly, with the type
+        _report_error(type(exc).__name__, f"unexpected error: {type(exc).__name__}: {exc}", as_json, out, err)
+        return EXIT_INTERNAL
+    finally:
+        restore_logging()

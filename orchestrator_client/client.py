@@ -1,0 +1,562 @@
+"""``GatewayClient``: the typed, retrying, deadline-aware async client of the Model Gateway.
+
+One ``grpc.aio`` channel (and one stub) is built on first use and reused for every call until
+:meth:`GatewayClient.close`. The channel balances round_robin over every address the target
+resolves to (``dns:///gateways.internal:50051``, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``), sends
+keepalive pings, and has gRPC's own retries switched off (``grpc.enable_retries=0``): the
+tenacity loop here is the only one.
+
+Retries (see :mod:`orchestrator_client.retry_policy` for the pure rules):
+
+* ``max_retries`` is the total number of attempts; the wait after failed attempt *n* is
+  ``retry_delay × 2^(n-1)``, doubled after RESOURCE_EXHAUSTED, raised to the server's pushback.
+* ``timeout`` is the budget of the whole call, waits included; each attempt's gRPC deadline is
+  the budget left, or ``attempt_timeout`` when that is smaller. A wait that would end past the
+  budget is not slept: the call fails at once with the last error. A ``deadline`` passed by the
+  caller (an absolute time on the client's clock, ``time.monotonic()`` by default) caps it too.
+* Every attempt of one call carries the same ``x-request-id`` metadata.
+* Logged as the seed guide reads: ``WARNING Gateway connection error (attempt 1/3): ...``,
+  ``INFO Retrying in 1.0s...``, ``ERROR Gateway request failed after 3 attempts: ...``.
+"""
+
+# ruff: noqa: ASYNC109  (timeout is the call budget: gRPC deadline semantics, part of the API)
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import random as _random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeAlias
+
+import grpc
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from modelgateway.v1 import model_gateway_pb2 as pb
+from orchestrator_client.errors import GatewayError, GatewayTimeoutError, error_from_rpc
+from orchestrator_client.results import (
+    ChatMessage,
+    GenerateResult,
+    HealthReport,
+    ProviderList,
+    Status,
+)
+from orchestrator_client.retry_policy import (
+    DEFAULT_NON_RETRYABLE_CODES,
+    DEFAULT_RETRYABLE_CODES,
+    backoff_delay,
+    is_retryable,
+    parse_codes,
+)
+from orchestrator_client.settings import GatewaySettings
+from orchestrator_client.stats import ClientStats
+from orchestrator_client.targets import DEFAULT_TARGET, normalize_target
+
+__all__ = ["Clock", "GatewayClient", "MessageLike", "Sleep"]
+
+# The generated grpc module is loaded untyped: its .pyi does not pass mypy --strict, and with
+# grpc itself untyped the stub's types would be Any anyway.
+pb_grpc: Any = importlib.import_module("modelgateway.v1.model_gateway_pb2_grpc")
+
+logger = logging.getLogger("orchestrator_client")
+
+Sleep: TypeAlias = Callable[[float], Awaitable[Any]]
+Clock: TypeAlias = Callable[[], float]
+MessageLike: TypeAlias = ChatMessage | pb.Message | tuple[str, str] | Mapping[str, str]
+
+USER_AGENT = "orchestrator-client/0.1"
+REQUEST_ID_HEADER = "x-request-id"
+
+_ROLES: dict[str, pb.Role.ValueType] = {
+    "user": pb.ROLE_USER,
+    "human": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+    "ai": pb.ROLE_ASSISTANT,
+}
+
+_LABELS: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.UNAVAILABLE: "Gateway connection error",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "Gateway timeout",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "Gateway rate limited",
+}
+
+
+def _to_message(item: MessageLike) -> pb.Message:
+    if isinstance(item, pb.Message):
+        return item
+    if isinstance(item, ChatMessage):
+        role, content = item.role, item.content
+    elif isinstance(item, tuple):
+        role, content = item
+    else:
+        role, content = item.get("role", "user"), item.get("content", "")
+    role_value = _ROLES.get(role.lower())
+    if role_value is None:
+        raise ValueError(f"unknown message role {role!r} (use 'user' or 'assistant')")
+    return pb.Message(role=role_value, content=content)
+
+
+class _Call:
+    """The state of one logical call across its attempts."""
+
+    __slots__ = (
+        "attempt",
+        "attempt_timeout",
+        "budget",
+        "budget_end",
+        "delay_for",
+        "metadata",
+        "replay",
+        "request",
+        "request_id",
+        "rpc",
+        "stop_note",
+    )
+
+    def __init__(
+        self,
+        rpc: Any,
+        request: Any,
+        metadata: tuple[tuple[str, str], ...],
+        request_id: str,
+        budget: float,
+        budget_end: float,
+        attempt_timeout: float | None,
+    ) -> None:
+        self.rpc = rpc
+        self.request = request
+        self.metadata = metadata
+        self.request_id = request_id
+        self.budget = budget
+        self.budget_end = budget_end
+        self.attempt_timeout = attempt_timeout
+        self.attempt = 0
+        self.delay_for: tuple[int, float] | None = None
+        self.stop_note = ""
+        self.replay: GatewayError | None = None
+
+
+class GatewayClient:
+    """Async client of the ModelGateway service.
+
+    Use as ``async with GatewayClient("localhost:50051") as client: ...`` or call
+    :meth:`close` when done. ``sleep``, ``clock`` and ``random`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        tls: bool | None = None,
+        root_certificates: bytes | None = None,
+        tls_server_name: str | None = None,
+        max_retries: int = 3,
+        retry_delay: float = 1.0,
+        timeout: float = 60.0,
+        attempt_timeout: float | None = None,
+        jitter: float = 0.0,
+        retryable_codes: Iterable[str | grpc.StatusCode] | None = None,
+        non_retryable_codes: Iterable[str | grpc.StatusCode] | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        keepalive_time: float = 60.0,
+        keepalive_timeout: float = 20.0,
+        load_balancing: str = "round_robin",
+        channel_options: Sequence[tuple[str, Any]] = (),
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        random: Callable[[], float] = _random.random,
+        stats: ClientStats | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        if max_retries < 1:
+            raise ValueError("max_retries is the total number of attempts and must be >= 1")
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        if retry_delay < 0:
+            raise ValueError("retry_delay must be >= 0")
+        if attempt_timeout is not None and attempt_timeout <= 0:
+            raise ValueError("attempt_timeout must be > 0")
+        if not 0.0 <= jitter <= 1.0:
+            raise ValueError("jitter must be within [0, 1]")
+        if load_balancing not in ("round_robin", "pick_first"):
+            raise ValueError("load_balancing must be 'round_robin' or 'pick_first'")
+        self.target, scheme_tls = normalize_target(target)
+        self.tls = bool(scheme_tls) if tls is None else tls
+        self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self.jitter = jitter
+        self.provider = provider
+        self.model = model
+        self.retryable_codes = (
+            DEFAULT_RETRYABLE_CODES if retryable_codes is None else parse_codes(retryable_codes)
+        )
+        self.non_retryable_codes = (
+            DEFAULT_NON_RETRYABLE_CODES if non_retryable_codes is None else parse_codes(non_retryable_codes)
+        )
+        self.stats = stats if stats is not None else ClientStats()
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random
+        self._log = log or logger
+        self._root_certificates = root_certificates
+        self._static_metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        )
+        service_config: dict[str, Any] = {"loadBalancingConfig": [{load_balancing: {}}]}
+        options: list[tuple[str, Any]] = [
+            ("grpc.enable_retries", 0),
+            ("grpc.service_config", json.dumps(service_config)),
+            ("grpc.service_config_disable_resolution", 1),
+            ("grpc.keepalive_time_ms", int(keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", int(keepalive_timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 10_000),
+            ("grpc.primary_user_agent", USER_AGENT),
+        ]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        overridden = {name for name, _ in channel_options}
+        self._channel_options = [o for o in options if o[0] not in overridden] + list(channel_options)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+        self._closed = False
+        self._retrying = AsyncRetrying(
+            sleep=self._sleep,
+            retry=retry_if_exception(_is_retryable_error),
+            stop=self._should_stop,
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, **overrides: Any) -> GatewayClient:
+        """A client configured from the ``orchestrator.gateway`` settings; keyword overrides win."""
+        root_certificates = (
+            settings.root_certificates.read_bytes() if settings.root_certificates is not None else None
+        )
+        kwargs: dict[str, Any] = {
+            "api_key": settings.api_key_value(),
+            "tls": settings.use_tls,
+            "root_certificates": root_certificates,
+            "tls_server_name": settings.tls_server_name,
+            "max_retries": settings.max_retries,
+            "retry_delay": settings.retry_delay,
+            "timeout": settings.timeout,
+            "attempt_timeout": settings.attempt_timeout,
+            "jitter": settings.jitter,
+            "retryable_codes": settings.retryable_codes,
+            "non_retryable_codes": settings.non_retryable_codes,
+            "provider": settings.provider,
+            "model": settings.model,
+            "keepalive_time": settings.keepalive_time,
+            "keepalive_timeout": settings.keepalive_timeout,
+            "load_balancing": settings.load_balancing,
+        }
+        kwargs.update(overrides)
+        target = kwargs.pop("target", None) or settings.target
+        return cls(target, **kwargs)
+
+    def _open(self) -> Any:
+        if self._closed:
+            raise RuntimeError("GatewayClient is closed")
+        if self._channel is None:
+            if self.tls:
+                credentials = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
+                self._channel = grpc.aio.secure_channel(
+                    self.target, credentials, options=self._channel_options
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_options)
+            self._stub = pb_grpc.ModelGatewayStub(self._channel)
+        return self._stub
+
+    @property
+    def channel(self) -> grpc.aio.Channel | None:
+        """The channel, once the first call (or ``async with``) has opened it."""
+        return self._channel
+
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; in-flight calls are cancelled. Idempotent."""
+        self._closed = True
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the channel has connected (raises TimeoutError after ``timeout`` seconds)."""
+        self._open()
+        assert self._channel is not None
+        await asyncio.wait_for(self._channel.channel_ready(), timeout)
+
+    # ------------------------------------------------------------------ RPCs
+
+    async def generate(
+        self,
+        prompt: str | Sequence[MessageLike] | None = None,
+        *,
+        messages: Sequence[MessageLike] | None = None,
+        system: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop_sequences: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> GenerateResult:
+        """Generate a completion for one prompt string or a list of messages.
+
+        Messages are ``ChatMessage``s, ``(role, content)`` tuples, ``{"role", "content"}``
+        mappings or ``pb.Message``s. ``provider``/``model`` default to the client's. Raises a
+        :class:`~orchestrator_client.errors.GatewayError` subclass on failure.
+        """
+        if (prompt is None) == (messages is None):
+            raise TypeError("generate() takes a prompt string or messages, exactly one of them")
+        source = messages if messages is not None else prompt
+        if isinstance(source, str):
+            turns = [pb.Message(role=pb.ROLE_USER, content=source)]
+        else:
+            assert source is not None
+            turns = [_to_message(m) for m in source]
+        fields: dict[str, Any] = {
+            "messages": turns,
+            "system": system or "",
+            "provider": provider or self.provider or "",
+            "model": model or self.model or "",
+            "max_tokens": max_tokens or 0,
+        }
+        if temperature is not None:
+            fields["temperature"] = temperature
+        if top_p is not None:
+            fields["top_p"] = top_p
+        if stop_sequences:
+            fields["stop_sequences"] = list(stop_sequences)
+        if metadata:
+            fields["metadata"] = dict(metadata)
+        request = pb.GenerateRequest(**fields)
+        started = self._clock()
+        response, call = await self._invoke("Generate", request, timeout, deadline, request_id)
+        return GenerateResult.from_proto(
+            response,
+            attempts=call.attempt,
+            request_id=call.request_id,
+            elapsed_ms=(self._clock() - started) * 1000.0,
+        )
+
+    async def health(self, *, timeout: float | None = None, deadline: float | None = None) -> HealthReport:
+        """The gateway's and each provider's health (cached probes; costs no tokens)."""
+        response, _ = await self._invoke("Health", pb.HealthRequest(), timeout, deadline, None)
+        return HealthReport.from_proto(response)
+
+    async def list_providers(
+        self, *, timeout: float | None = None, deadline: float | None = None
+    ) -> ProviderList:
+        """The configured providers, the default provider and the fallback order."""
+        response, _ = await self._invoke("ListProviders", pb.ListProvidersRequest(), timeout, deadline, None)
+        return ProviderList.from_proto(response)
+
+    async def status(self, *, timeout: float | None = None, deadline: float | None = None) -> Status:
+        """Service name, version, status ("running"/"draining") and provider names."""
+        response, _ = await self._invoke("GetStatus", pb.GetStatusRequest(), timeout, deadline, None)
+        return Status.from_proto(response)
+
+    # ------------------------------------------------------------------ the retry loop
+
+    async def _invoke(
+        self,
+        method: str,
+        request: Any,
+        timeout: float | None,
+        deadline: float | None,
+        request_id: str | None,
+    ) -> tuple[Any, _Call]:
+        stub = self._open()
+        budget = self.timeout if timeout is None else timeout
+        if budget <= 0:
+            raise ValueError("timeout must be > 0")
+        budget_end = self._clock() + budget
+        if deadline is not None and deadline < budget_end:
+            budget_end = deadline
+        rid = request_id or uuid.uuid4().hex
+        call = _Call(
+            getattr(stub, method),
+            request,
+            ((REQUEST_ID_HEADER, rid), *self._static_metadata),
+            rid,
+            budget,
+            budget_end,
+            self.attempt_timeout,
+        )
+        try:
+            try:
+                # Fast path: the first attempt runs outside tenacity, whose bookkeeping costs more
+                # than the rest of the client together. A retryable failure is handed to the
+                # tenacity loop as its attempt 1 (replayed, not re-sent): every retry decision,
+                # wait and log line still comes from that one loop.
+                response: Any = await self._attempt(call)
+            except GatewayError as first:
+                if not first.retryable or self.max_retries <= 1:
+                    raise
+                call.replay = first
+                response = await self._retrying(self._attempt_or_replay, call)
+        except GatewayError as err:
+            self.stats.record_failure(call.attempt)
+            self._log_failure(method, call, err)
+            raise
+        except asyncio.CancelledError:
+            self.stats.record_cancelled(call.attempt)
+            raise
+        except Exception:
+            self.stats.record_failure(call.attempt)
+            raise
+        self.stats.record_success(call.attempt)
+        return response, call
+
+    async def _attempt_or_replay(self, call: _Call) -> Any:
+        replay = call.replay
+        if replay is not None:
+            call.replay = None
+            raise replay
+        return await self._attempt(call)
+
+    async def _attempt(self, call: _Call) -> Any:
+        remaining = call.budget_end - self._clock()
+        if remaining <= 0:
+            raise GatewayTimeoutError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the call's time budget ({call.budget:g}s) ran out before attempt {call.attempt + 1}",
+                retryable=False,
+                attempts=call.attempt,
+                request_id=call.request_id,
+            )
+        call.attempt += 1
+        call.delay_for = None
+        attempt_timeout = call.attempt_timeout
+        limited = attempt_timeout is not None and attempt_timeout < remaining
+        try:
+            return await call.rpc(
+                call.request,
+                timeout=attempt_timeout if limited else remaining,
+                metadata=call.metadata,
+            )
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            retryable = is_retryable(
+                code,
+                retryable_codes=self.retryable_codes,
+                non_retryable_codes=self.non_retryable_codes,
+                attempt_limited=limited,
+            )
+            raise error_from_rpc(
+                err, retryable=retryable, attempts=call.attempt, request_id=call.request_id
+            ) from err
+
+    def _delay(self, call: _Call, err: GatewayError) -> float:
+        if call.delay_for is None or call.delay_for[0] != call.attempt:
+            delay = backoff_delay(
+                call.attempt, err.code, self.retry_delay, err.retry_after, self.jitter, self._random
+            )
+            call.delay_for = (call.attempt, delay)
+        return call.delay_for[1]
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        call: _Call = retry_state.args[0]
+        err = _outcome_error(retry_state)
+        return self._delay(call, err) if err is not None else 0.0
+
+    def _should_stop(self, retry_state: RetryCallState) -> bool:
+        call: _Call = retry_state.args[0]
+        err = _outcome_error(retry_state)
+        if err is None or call.attempt >= self.max_retries:
+            return True
+        delay = self._delay(call, err)
+        left = call.budget_end - self._clock()
+        if delay >= left:
+            call.stop_note = (
+                f"the next wait ({delay:.1f}s) would pass the time budget ({max(left, 0):.2f}s left)"
+            )
+            return True
+        return False
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        call: _Call = retry_state.args[0]
+        err = _outcome_error(retry_state)
+        if err is None:
+            return
+        label = _LABELS.get(err.code, "Gateway server error")
+        self._log.warning(
+            "%s (attempt %d/%d): %s: %s", label, call.attempt, self.max_retries, err.code_name, err.message
+        )
+        self._log.info("Retrying in %ss...", _seconds(self._delay(call, err)))
+
+    def _log_failure(self, method: str, call: _Call, err: GatewayError) -> None:
+        plural = "attempt" if call.attempt == 1 else "attempts"
+        why = ""
+        if call.stop_note:
+            why = f" ({call.stop_note})"
+        elif not err.retryable and call.attempt > 0:
+            why = " (not retryable)"
+        self._log.error(
+            "Gateway request failed after %d %s%s: %s: %s [%s request_id=%s]",
+            call.attempt,
+            plural,
+            why,
+            err.code_name,
+            err.message,
+            method,
+            call.request_id,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"GatewayClient(target={self.target!r}, tls={self.tls}, max_retries={self.max_retries}, "
+            f"retry_delay={self.retry_delay}, timeout={self.timeout})"
+        )
+
+
+def _seconds(delay: float) -> str:
+    """1.0 -> "1.0", 2.5 -> "2.5", 0.05 -> "0.05" (the seed logs "Retrying in 1.0s...")."""
+    if abs(delay - round(delay, 1)) < 1e-9:
+        return f"{delay:.1f}"
+    return f"{delay:.3g}"
+
+
+def _outcome_error(retry_state: RetryCallState) -> GatewayError | None:
+    outcome = retry_state.outcome
+    if outcome is None or not outcome.failed:
+        return None
+    err = outcome.exception()
+    return err if isinstance(err, GatewayError) else None
+
+
+def _is_retryable_error(exc: BaseException) -> bool:
+    return isinstance(exc, GatewayError) and exc.retryable

@@ -1,0 +1,147 @@
+"""The retry policy, as pure functions: what is retried and how long to wait.
+
+The rules follow the seed guide's "Orchestrator Retry Configuration":
+
+* ``max_retries`` is the total number of attempts ("attempt 1/3" ... "failed after 3 attempts").
+* The wait before retry *n* (that is, after failed attempt *n*) is ``retry_delay × 2^(n-1)``:
+  1 s, 2 s, 4 s ... with the default ``retry_delay`` of 1.0 s.
+* After RESOURCE_EXHAUSTED (the gateway's rate limit, HTTP 429) that wait is doubled.
+* A server pushback (``google.rpc.RetryInfo.retry_delay`` or the ``grpc-retry-pushback-ms``
+  trailer) longer than the computed wait replaces it.
+* Jitter is off by default so the timings above hold; with ``jitter=j`` the computed wait
+  (before pushback) is scaled by a uniform factor in ``[1 - j, 1 + j]``.
+
+Retried by default: UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, and DEADLINE_EXCEEDED
+only when the attempt ran under a per-attempt limit (``attempt_timeout``) with call budget left.
+Never retried by default: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND,
+FAILED_PRECONDITION, UNIMPLEMENTED, OUT_OF_RANGE, CANCELLED. Codes in neither set (UNKNOWN,
+ALREADY_EXISTS, DATA_LOSS) are not retried either. Both sets are configurable; a code in both
+is not retried.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Callable, Iterable
+
+import grpc
+
+__all__ = [
+    "DEFAULT_NON_RETRYABLE_CODES",
+    "DEFAULT_RETRYABLE_CODES",
+    "backoff_delay",
+    "is_retryable",
+    "parse_codes",
+    "parse_pushback_ms",
+]
+
+DEFAULT_RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+
+DEFAULT_NON_RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+_CODES_BY_NAME: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+
+
+def parse_codes(names: Iterable[str | grpc.StatusCode]) -> frozenset[grpc.StatusCode]:
+    """Status codes from names such as ``"UNAVAILABLE"`` (case-insensitive) or codes.
+
+    Raises ValueError naming the first unknown name.
+    """
+    codes: set[grpc.StatusCode] = set()
+    for item in names:
+        if isinstance(item, grpc.StatusCode):
+            codes.add(item)
+            continue
+        key = item.strip().upper()
+        if key.startswith("STATUSCODE."):
+            key = key[len("STATUSCODE.") :]
+        code = _CODES_BY_NAME.get(key)
+        if code is None:
+            known = ", ".join(_CODES_BY_NAME)
+            raise ValueError(f"unknown gRPC status code {item!r} (expected one of {known})")
+        codes.add(code)
+    return frozenset(codes)
+
+
+def is_retryable(
+    code: grpc.StatusCode,
+    *,
+    retryable_codes: frozenset[grpc.StatusCode] = DEFAULT_RETRYABLE_CODES,
+    non_retryable_codes: frozenset[grpc.StatusCode] = DEFAULT_NON_RETRYABLE_CODES,
+    attempt_limited: bool = False,
+) -> bool:
+    """Whether a failed attempt with ``code`` may be retried.
+
+    ``attempt_limited`` tells whether the attempt's gRPC deadline was the per-attempt limit
+    (``attempt_timeout``, smaller than the call budget left) rather than the call budget itself:
+    DEADLINE_EXCEEDED is retryable only then, since otherwise the whole budget is spent.
+    """
+    if code in non_retryable_codes or code not in retryable_codes:
+        return False
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return attempt_limited
+    return True
+
+
+def backoff_delay(
+    attempt: int,
+    code: grpc.StatusCode | None,
+    retry_delay: float,
+    pushback: float | None = None,
+    jitter: float = 0.0,
+    random: Callable[[], float] = _random.random,
+) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based) before the next one.
+
+    ``retry_delay × 2^(attempt-1)``, doubled after RESOURCE_EXHAUSTED, scaled by the jitter
+    factor when ``jitter`` > 0, then raised to ``pushback`` (seconds the server asked for) when
+    that is longer.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt is 1-based, got {attempt}")
+    delay = retry_delay * (2.0 ** (attempt - 1))
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        delay *= 2.0
+    if jitter > 0.0:
+        delay *= 1.0 + jitter * (2.0 * random() - 1.0)
+    if pushback is not None and pushback > delay:
+        delay = pushback
+    return max(delay, 0.0)
+
+
+def parse_pushback_ms(value: str | bytes | None) -> float | None:
+    """The ``grpc-retry-pushback-ms`` trailer as seconds.
+
+    None when absent or unparseable; a negative number (the server asks not to retry, per
+    gRPC's retry design A6) is returned as -1.0.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        millis = int(value.strip())
+    except ValueError:
+        return None
+    if millis < 0:
+        return -1.0
+    return millis / 1000.0

@@ -1,0 +1,244 @@
+"""The orchestrator's gateway configuration: ``config/orchestrator.gateway.yaml`` plus environment.
+
+The file has the seed guide's shape::
+
+    orchestrator:
+      name: "main-orchestrator"
+      reasoning_mode: "hybrid"
+      ai_provider: "gateway"
+      gateway:
+        url: "localhost:50051"   # or dns:///gateway:50051, or http(s)://host:port (seed compat)
+        provider: null           # null: the gateway's default provider
+        model: null              # null: the provider's default model
+        api_key: null            # sent as "authorization: Bearer <key>"
+        max_retries: 3           # total attempts
+        timeout: 60              # budget of one call in seconds, retries and waits included
+        retry_delay: 1.0         # base wait; the wait before retry n is retry_delay × 2^(n-1)
+      max_parallel_agents: 3
+      default_timeout: 30
+
+Every ``gateway`` key can be overridden by an environment variable named
+``ORCHESTRATOR_GATEWAY_<KEY>`` (upper case): ``ORCHESTRATOR_GATEWAY_URL``,
+``ORCHESTRATOR_GATEWAY_PROVIDER``, ``ORCHESTRATOR_GATEWAY_MODEL``, ``ORCHESTRATOR_GATEWAY_API_KEY``,
+``ORCHESTRATOR_GATEWAY_MAX_RETRIES``, ``ORCHESTRATOR_GATEWAY_TIMEOUT``,
+``ORCHESTRATOR_GATEWAY_RETRY_DELAY``, ``ORCHESTRATOR_GATEWAY_ATTEMPT_TIMEOUT``,
+``ORCHESTRATOR_GATEWAY_JITTER``, ``ORCHESTRATOR_GATEWAY_TLS``,
+``ORCHESTRATOR_GATEWAY_ROOT_CERTIFICATES``, ``ORCHESTRATOR_GATEWAY_TLS_SERVER_NAME``,
+``ORCHESTRATOR_GATEWAY_RETRYABLE_CODES``, ``ORCHESTRATOR_GATEWAY_NON_RETRYABLE_CODES`` (a JSON list
+or comma-separated names), ``ORCHESTRATOR_GATEWAY_KEEPALIVE_TIME``,
+``ORCHESTRATOR_GATEWAY_KEEPALIVE_TIMEOUT``, ``ORCHESTRATOR_GATEWAY_LOAD_BALANCING``.
+The environment wins over the file; empty variables are ignored.
+``ORCHESTRATOR_CONFIG`` names the file when no path is given (else
+``config/orchestrator.gateway.yaml`` when it exists, else defaults and environment only).
+
+An invalid value raises one :class:`~orchestrator_client.errors.ConfigError` whose message names
+the key (``orchestrator.gateway.max_retries``) and, when it came from there, the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from orchestrator_client.errors import ConfigError
+from orchestrator_client.retry_policy import parse_codes
+from orchestrator_client.targets import DEFAULT_TARGET, normalize_target
+
+__all__ = [
+    "CONFIG_PATH_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "ENV_PREFIX",
+    "GatewaySettings",
+    "OrchestratorConfig",
+    "load_config",
+    "load_gateway_settings",
+]
+
+ENV_PREFIX = "ORCHESTRATOR_GATEWAY_"
+CONFIG_PATH_ENV = "ORCHESTRATOR_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config/orchestrator.gateway.yaml")
+
+
+class GatewaySettings(BaseSettings):
+    """The ``orchestrator.gateway`` section (see the module docstring for the variables)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    url: str = DEFAULT_TARGET
+    provider: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    max_retries: int = Field(default=3, ge=1, le=100, description="total attempts per call")
+    timeout: float = Field(default=60.0, gt=0, description="budget of one call in seconds")
+    retry_delay: float = Field(default=1.0, ge=0, description="base wait between attempts")
+    attempt_timeout: float | None = Field(default=None, gt=0, description="cap of one attempt")
+    jitter: float = Field(default=0.0, ge=0, le=1, description="random ± fraction of each wait")
+    tls: bool | None = Field(default=None, description="None: TLS for https:// and grpcs:// urls")
+    root_certificates: Path | None = Field(default=None, description="PEM file of trusted CAs")
+    tls_server_name: str | None = None
+    retryable_codes: tuple[str, ...] | None = None
+    non_retryable_codes: tuple[str, ...] | None = None
+    keepalive_time: float = Field(default=60.0, gt=0)
+    keepalive_timeout: float = Field(default=20.0, gt=0)
+    load_balancing: str = Field(default="round_robin", pattern=r"^(round_robin|pick_first)$")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        normalize_target(value)
+        return value.strip()
+
+    @field_validator("provider", "model", "tls_server_name")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip().lower() in ("null", "none"):
+            return None
+        return value.strip()
+
+    @field_validator("retryable_codes", "non_retryable_codes", mode="before")
+    @classmethod
+    def _check_codes(cls, value: Any) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            items = [part for part in value.replace(";", ",").split(",") if part.strip()]
+        elif isinstance(value, list | tuple | set | frozenset):
+            items = [str(v) for v in value]
+        else:
+            raise ValueError("expected a list of gRPC status code names")
+        return tuple(sorted(code.name for code in parse_codes(items)))
+
+    @property
+    def target(self) -> str:
+        """The gRPC channel target derived from ``url``."""
+        return normalize_target(self.url)[0]
+
+    @property
+    def use_tls(self) -> bool:
+        if self.tls is not None:
+            return self.tls
+        return bool(normalize_target(self.url)[1])
+
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key is not None else None
+
+
+class OrchestratorConfig(BaseModel):
+    """The ``orchestrator`` section; keys other than ``gateway`` are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "main-orchestrator"
+    reasoning_mode: str = "hybrid"
+    ai_provider: str = "gateway"
+    max_parallel_agents: int = Field(default=3, ge=1)
+    default_timeout: float = Field(default=30.0, gt=0)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    source: Path | None = None
+
+
+def _describe(errors: list[Any], prefix: str, env: Mapping[str, str], from_env: bool) -> str:
+    lines = []
+    for error in errors:
+        loc = ".".join(str(part) for part in error.get("loc", ()))
+        key = f"{prefix}.{loc}" if loc else prefix
+        where = ""
+        if from_env and loc:
+            var = ENV_PREFIX + str(error["loc"][0]).upper()
+            if env.get(var):
+                where = f" (from ${var}={env[var]!r})"
+        value = error.get("input")
+        shown = "" if where or isinstance(value, dict) else f" = {value!r}"
+        lines.append(f"{key}{shown}{where}: {error.get('msg', 'invalid value')}")
+    return "; ".join(lines)
+
+
+def load_gateway_settings(values: Mapping[str, Any] | None = None, *, source: str = "") -> GatewaySettings:
+    """``GatewaySettings`` from a mapping (the file's section) overridden by the environment."""
+    where = f" in {source}" if source else ""
+    try:
+        return GatewaySettings(**dict(values or {}))
+    except ValidationError as exc:
+        detail = _describe(exc.errors(), "orchestrator.gateway", os.environ, from_env=True)
+        raise ConfigError(f"invalid configuration{where}: {detail}") from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration{where}: {exc}") from None
+
+
+def _resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
+    if path is not None:
+        resolved = Path(path)
+        if not resolved.is_file():
+            raise ConfigError(f"configuration file not found: {resolved}")
+        return resolved
+    from_env = os.environ.get(CONFIG_PATH_ENV)
+    if from_env:
+        resolved = Path(from_env)
+        if not resolved.is_file():
+            raise ConfigError(f"configuration file not found: {resolved} (from ${CONFIG_PATH_ENV})")
+        return resolved
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> OrchestratorConfig:
+    """The orchestrator configuration from the YAML file (see the module docstring) and environment.
+
+    Raises ConfigError for a missing or unreadable file, invalid YAML, a wrong shape, or an
+    invalid value (the message names the key).
+    """
+    resolved = _resolve_path(path)
+    raw: Any = {}
+    if resolved is not None:
+        try:
+            raw = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {resolved}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML in {resolved}: {exc}") from None
+    source = str(resolved) if resolved is not None else ""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source or 'configuration'}: expected a mapping with an 'orchestrator' key")
+    section = raw.get("orchestrator", raw if "gateway" in raw else {})
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: 'orchestrator' must be a mapping")
+    gateway_values = section.get("gateway") or {}
+    if not isinstance(gateway_values, dict):
+        raise ConfigError(f"{source}: 'orchestrator.gateway' must be a mapping")
+    gateway = load_gateway_settings(gateway_values, source=source)
+    rest = {k: v for k, v in section.items() if k != "gateway"}
+    try:
+        return OrchestratorConfig(**rest, gateway=gateway, source=resolved)
+    except ValidationError as exc:
+        detail = _describe(exc.errors(), "orchestrator", os.environ, from_env=False)
+        where = f" in {source}" if source else ""
+        raise ConfigError(f"invalid configuration{where}: {detail}") from None
