@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -21,10 +22,23 @@ from gateway_server.errors import ErrorKind, GatewayError, ProviderError
 from gateway_server.health import HealthMonitor
 from gateway_server.models import ModelResolver
 from gateway_server.providers import Provider, ProviderRequest, ProviderResponse
+from gateway_server.providers.base import StreamDone, StreamEvent, TextDelta
 from gateway_server.settings import GatewaySettings
 from modelgateway.v1 import model_gateway_pb2 as pb
 
 log = logging.getLogger("gateway_server.router")
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class StreamStarted:
+    """The first item of a routed stream: who answers, and the attempts it took."""
+
+    provider: str
+    model: str
+    attempts: list[pb.Attempt]
+    first_token_ms: float
 
 
 @dataclass(slots=True)
@@ -101,6 +115,88 @@ class Router:
     async def generate(self, request: ProviderRequest, *, provider: str, model: str,
                        deadline: float | None) -> RouteResult:
         """Run the chain. ``deadline`` is an event-loop time (loop.time()), None for no deadline."""
+
+        async def call(p: Provider, target_model: str, timeout: float) -> ProviderResponse:
+            return await p.generate(request, target_model, timeout)
+
+        response, name, attempts = await self._run_chain(request, provider, model, deadline, call,
+                                                         lambda p: p.timeout)
+        if response.model and response.model != attempts[-1].model:
+            attempts[-1].model = response.model
+        return RouteResult(response=response, provider=name, attempts=attempts)
+
+    async def stream(self, request: ProviderRequest, *, provider: str, model: str,
+                     deadline: float | None) -> AsyncIterator[StreamStarted | StreamEvent]:
+        """Stream through the chain: fall back until the first content event, never after it.
+
+        Yields one StreamStarted, the provider's content events, then its StreamDone. A failure after
+        the first content event raises GatewayError UNAVAILABLE / STREAM_INTERRUPTED naming what was
+        delivered; closing this iterator closes the provider's stream.
+        """
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+
+        async def call(p: Provider, target_model: str, timeout: float) -> tuple[AsyncIterator[StreamEvent],
+                                                                                   StreamEvent]:
+            upstream = p.stream(request, target_model, timeout)
+            try:
+                return upstream, await anext(upstream)
+            except StopAsyncIteration:
+                raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "empty stream") from None
+            except BaseException:
+                await upstream.aclose()  # type: ignore[attr-defined]
+                raise
+
+        (upstream, event), name, attempts = await self._run_chain(
+            request, provider, model, deadline, call, lambda p: p.first_token_timeout)
+        p = self._providers[name]
+        first_token_ms = (time.perf_counter() - started) * 1000
+        stream_deadline = loop.time() + p.stream_timeout
+        caller_bound = deadline is not None and deadline - self._margin < stream_deadline
+        if deadline is not None:
+            stream_deadline = min(stream_deadline, deadline - self._margin)
+        events = chars = 0
+        try:
+            yield StreamStarted(provider=name, model=attempts[-1].model, attempts=attempts,
+                                first_token_ms=first_token_ms)
+            while True:
+                if isinstance(event, StreamDone):
+                    yield event
+                    return
+                yield event
+                events += 1
+                chars += len(event.text) if isinstance(event, TextDelta) else 0
+                try:
+                    async with asyncio.timeout(stream_deadline - loop.time()):
+                        event = await anext(upstream)
+                except StopAsyncIteration:
+                    raise self._interrupted(name, events, chars,
+                                            ProviderError(ErrorKind.MALFORMED_RESPONSE, "stream ended early")) from None
+                except TimeoutError:
+                    if caller_bound:
+                        raise self._deadline_error(attempts, []) from None
+                    raise self._interrupted(name, events, chars, ProviderError(
+                        ErrorKind.TIMEOUT, f"stream took longer than {p.stream_timeout:g}s")) from None
+                except ProviderError as exc:
+                    if policy.counts_against_health(exc.kind):
+                        self._health.record_failure(name, str(exc), 0.0)
+                    raise self._interrupted(name, events, chars, exc) from exc
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+
+    def _interrupted(self, name: str, events: int, chars: int, error: ProviderError) -> GatewayError:
+        log.warning("Provider '%s' failed mid-stream after %d events (%d characters): %s",
+                    name, events, chars, error)
+        return GatewayError(grpc.StatusCode.UNAVAILABLE, "STREAM_INTERRUPTED",
+                            f"provider '{name}' failed after {events} content events ({chars} characters "
+                            f"delivered): {error}",
+                            metadata={"provider": name, "delivered_events": str(events),
+                                      "delivered_chars": str(chars), "cause": error.kind.reason})
+
+    async def _run_chain(self, request: ProviderRequest, provider: str, model: str, deadline: float | None,
+                         call: Callable[[Provider, str, float], Awaitable[T]],
+                         base_timeout: Callable[[Provider], float]) -> tuple[T, str, list[pb.Attempt]]:
+        """The chain with retries and fallback: (what ``call`` returned, the provider, the attempts)."""
         loop = asyncio.get_running_loop()
         first = provider or self.default_provider
         chain = self._chains[first]
@@ -116,6 +212,16 @@ class Router:
                 attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
                                            reason=f"PROVIDER_{why.upper()}", message=f"provider is {why}"))
                 continue
+            unsupported = p.unsupported(request)
+            if unsupported is not None:
+                field, why = unsupported
+                if index == 0:
+                    raise _with_attempts(GatewayError(
+                        grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_BY_PROVIDER", f"{field}: {why}",
+                        field=field, metadata={"provider": name}), attempts)
+                attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
+                                           reason="UNSUPPORTED_BY_PROVIDER", message=f"{field}: {why}"))
+                continue
             tried += 1
             target_model = self._models.resolve(model, name, default_model=p.default_model,
                                                 provider_models=p.models, first=index == 0)
@@ -123,7 +229,7 @@ class Router:
             retries = 0
             while True:
                 remaining = None if deadline is None else deadline - loop.time()
-                timeout, bound_by_deadline = policy.attempt_budget(p.timeout, remaining, margin=self._margin)
+                timeout, bound_by_deadline = policy.attempt_budget(base_timeout(p), remaining, margin=self._margin)
                 if timeout < self._min_attempt:
                     attempts.append(pb.Attempt(provider=name, model=target_model, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
                                                code="DEADLINE_EXCEEDED", reason="DEADLINE_EXCEEDED",
@@ -134,7 +240,7 @@ class Router:
                 call_started = time.perf_counter()
                 try:
                     async with asyncio.timeout(timeout):
-                        response = await p.generate(request, target_model, timeout)
+                        result = await call(p, target_model, timeout)
                 except TimeoutError:
                     error = ProviderError(ErrorKind.TIMEOUT, f"no answer within {timeout:.3f}s")
                 except ProviderError as exc:
@@ -142,14 +248,14 @@ class Router:
                 else:
                     latency_ms = (time.perf_counter() - started) * 1000
                     self._health.record_success(name, (time.perf_counter() - call_started) * 1000)
-                    attempts.append(pb.Attempt(provider=name, model=response.model or target_model,
+                    attempts.append(pb.Attempt(provider=name, model=target_model,
                                                outcome=pb.ATTEMPT_OUTCOME_OK, latency_ms=latency_ms,
                                                retries=retries))
                     if len(errors):
                         log.info("FALLBACK SUCCESS: Provider '%s' succeeded after '%s' failed. "
                                  "Attempt %d/%d, latency=%.2fms", name, attempts[0].provider, tried,
                                  self._max_providers, latency_ms)
-                    return RouteResult(response=response, provider=name, attempts=attempts)
+                    return result, name, attempts
 
                 if policy.counts_against_health(error.kind):
                     self._health.record_failure(name, str(error), (time.perf_counter() - call_started) * 1000)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -15,7 +15,8 @@ from gateway_server import __version__
 from gateway_server.errors import GatewayError
 from gateway_server.health import HealthMonitor
 from gateway_server.providers import Provider
-from gateway_server.router import Router
+from gateway_server.providers.base import TextDelta, TextPart, ToolUseDelta, ToolUsePart
+from gateway_server.router import Router, StreamStarted
 from gateway_server.settings import GatewaySettings
 from gateway_server.validation import validate_generate
 from modelgateway.v1 import model_gateway_pb2 as pb
@@ -96,7 +97,59 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
             usage=pb.Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens, total_tokens=total),
             finish_reason=r.finish_reason, latency_ms=latency_ms, request_id=request_id,
             attempts=result.attempts, stop_reason=r.stop_reason,
+            blocks=[_block(part) for part in r.parts],
         )
+
+    async def GenerateStream(  # noqa: N802
+        self, request: pb.GenerateRequest,
+        context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateStreamResponse],
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        started = time.perf_counter()
+        request_id = _request_id(context)
+        started_event: StreamStarted | None = None
+        try:
+            provider_request = validate_generate(request, self._limits, self._max_request_bytes)
+            self._router.check_target(request.provider, request.model)
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+            async for item in self._router.stream(provider_request, provider=request.provider,
+                                                  model=request.model, deadline=deadline):
+                if isinstance(item, TextDelta):
+                    yield pb.GenerateStreamResponse(delta=pb.ContentDelta(index=item.index, text=item.text))
+                elif isinstance(item, ToolUseDelta):
+                    yield pb.GenerateStreamResponse(delta=pb.ContentDelta(
+                        index=item.index, tool_use=_tool_use(item.tool_use)))
+                elif isinstance(item, StreamStarted):
+                    started_event = item
+                    yield pb.GenerateStreamResponse(start=pb.StreamStart(
+                        provider=item.provider, model=item.model, request_id=request_id))
+                elif started_event is not None:  # StreamDone
+                    total = item.input_tokens + item.output_tokens
+                    latency_ms = (time.perf_counter() - started) * 1000
+                    log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
+                             "first_token_ms=%.2f path=%s%s", request_id, started_event.provider, item.model,
+                             total, latency_ms, started_event.first_token_ms,
+                             ">".join(a.provider for a in started_event.attempts
+                                      if a.outcome != pb.ATTEMPT_OUTCOME_SKIPPED),
+                             _metadata_suffix(request.metadata))
+                    yield pb.GenerateStreamResponse(end=pb.StreamEnd(
+                        finish_reason=item.finish_reason, stop_reason=item.stop_reason,
+                        usage=pb.Usage(input_tokens=item.input_tokens, output_tokens=item.output_tokens,
+                                       total_tokens=total),
+                        attempts=started_event.attempts, latency_ms=latency_ms,
+                        first_token_ms=started_event.first_token_ms))
+        except GatewayError as err:
+            if started_event is not None and not err.attempts:
+                err.attempts = started_event.attempts
+            self._log_failure(request_id, request, err, started)
+            await context.abort(err.code, err.message,
+                                trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("request_id=%s outcome=bug: unexpected failure", request_id)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal gateway error (request_id {request_id})",
+                                trailing_metadata=((REQUEST_ID_HEADER, request_id),))
 
     def _log_failure(self, request_id: str, request: pb.GenerateRequest, err: GatewayError, started: float) -> None:
         path = ">".join(a.provider for a in err.attempts if a.outcome != pb.ATTEMPT_OUTCOME_SKIPPED)
@@ -133,6 +186,18 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                                     status="draining" if self.draining else "running",
                                     providers=list(self._providers),
                                     default_provider=self._router.default_provider)
+
+
+def _tool_use(part: ToolUsePart) -> pb.ToolUseBlock:
+    block = pb.ToolUseBlock(id=part.id, name=part.name)
+    block.input.update(part.input)
+    return block
+
+
+def _block(part: TextPart | ToolUsePart) -> pb.ContentBlock:
+    if isinstance(part, TextPart):
+        return pb.ContentBlock(text=pb.TextBlock(text=part.text))
+    return pb.ContentBlock(tool_use=_tool_use(part))
 
 
 def _metadata_suffix(metadata: Mapping[str, str]) -> str:

@@ -34,6 +34,10 @@ class _ProviderBase(_Strict):
     models: list[str] = Field(default_factory=list)
     timeout: float = Field(60.0, gt=0, description="Seconds one call to this provider may take.")
     max_retries: int = Field(2, ge=0, le=10, description="Re-tries of this provider on fast transient failures.")
+    # Streaming: the first content event must come within this (else fallback); the whole stream
+    # must end within stream_timeout.
+    first_token_timeout: float | None = Field(None, gt=0, description="Default: timeout.")
+    stream_timeout: float = Field(600.0, gt=0)
 
 
 class AnthropicProviderConfig(_ProviderBase):
@@ -62,6 +66,9 @@ class MockProviderConfig(_ProviderBase):
     ) = None
     fail_times: int = Field(-1, ge=-1)
     retry_after: float | None = Field(None, ge=0)
+    # Streaming: delay between chunks (one word each); a failure after this many chunks.
+    stream_chunk_delay_ms: float = Field(0.0, ge=0)
+    fail_after_chunks: int | None = Field(None, ge=0)
 
 
 ProviderConfig = Annotated[

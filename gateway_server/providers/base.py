@@ -8,16 +8,62 @@ provider's own module. Routing, retries and fallback live in router.py, never in
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Literal
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from gateway_server.errors import ErrorKind, ProviderError
 from modelgateway.v1 import model_gateway_pb2 as pb
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUsePart:
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultPart:
+    tool_use_id: str
+    content: str
+    is_error: bool = False
+
+
+Part = TextPart | ImagePart | ToolUsePart | ToolResultPart
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Literal["user", "assistant"]
     content: str
+    # Content blocks beyond the plain text (which, when not empty, comes first).
+    parts: tuple[Part, ...] = ()
+
+    def all_parts(self) -> tuple[Part, ...]:
+        return ((TextPart(self.content),) if self.content else ()) + self.parts
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+ToolChoiceMode = Literal["auto", "any", "none", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +76,15 @@ class ProviderRequest:
     temperature: float | None
     top_p: float | None
     stop_sequences: tuple[str, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoiceMode | None = None
+    tool_choice_name: str = ""
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
             if message.role == "user":
-                return message.content
+                texts = [p.text for p in message.all_parts() if isinstance(p, TextPart)]
+                return "\n".join(texts)
         return ""
 
 
@@ -46,6 +96,55 @@ class ProviderResponse:
     output_tokens: int
     finish_reason: pb.FinishReason.ValueType
     stop_reason: str
+    # Text and tool calls, in order; `content` is their text.
+    parts: tuple[TextPart | ToolUsePart, ...] = ()
+
+
+# ---- streaming: a provider's stream yields these, in order ----
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUseDelta:
+    """A whole tool call, its input assembled from the provider's partial JSON deltas."""
+
+    index: int
+    tool_use: ToolUsePart
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDone:
+    model: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: pb.FinishReason.ValueType
+    stop_reason: str
+
+
+StreamEvent = TextDelta | ToolUseDelta | StreamDone
+
+
+@dataclass(slots=True)
+class ToolInputBuffer:
+    """Collects a tool call's partial JSON input until its block ends."""
+
+    id: str
+    name: str
+    chunks: list[str] = field(default_factory=list)
+
+    def finish(self) -> ToolUsePart:
+        raw = "".join(self.chunks)
+        try:
+            value = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise ProviderError(ErrorKind.MALFORMED_RESPONSE, f"tool '{self.name}' input is not JSON") from None
+        if not isinstance(value, dict):
+            raise ProviderError(ErrorKind.MALFORMED_RESPONSE, f"tool '{self.name}' input is not an object")
+        return ToolUsePart(self.id, self.name, value)
 
 
 class Provider(abc.ABC):
@@ -54,8 +153,11 @@ class Provider(abc.ABC):
     type: str = ""
 
     def __init__(self, name: str, *, default_model: str, models: list[str], timeout: float,
-                 max_retries: int, enabled: bool, region: str = "") -> None:
+                 max_retries: int, enabled: bool, region: str = "", first_token_timeout: float | None = None,
+                 stream_timeout: float = 600.0) -> None:
         self.name = name
+        self.first_token_timeout = first_token_timeout or timeout
+        self.stream_timeout = stream_timeout
         self.default_model = default_model
         self.models = tuple(models)
         self.timeout = timeout
@@ -83,5 +185,14 @@ class Provider(abc.ABC):
         """One call, no retries, finished (or failed with ProviderError) within ``timeout`` seconds."""
 
     @abc.abstractmethod
+    def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncIterator[StreamEvent]:
+        """Stream one answer: content events, then one StreamDone. Errors (ProviderError) may come at
+        any point, also lazily on the first read. Closing the iterator closes the upstream stream."""
+
+    @abc.abstractmethod
     async def probe(self, timeout: float) -> None:
         """A health check that spends no tokens; raises ProviderError when the provider is unwell."""
+
+    def unsupported(self, request: ProviderRequest) -> tuple[str, str] | None:
+        """(field, why) when this provider cannot take the request as it is; None when it can."""
+        return None

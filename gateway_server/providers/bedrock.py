@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -22,7 +23,21 @@ import botocore.config
 import botocore.exceptions
 
 from gateway_server.errors import ErrorKind, ProviderError
-from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse
+from gateway_server.providers.base import (
+    ImagePart,
+    Part,
+    Provider,
+    ProviderRequest,
+    ProviderResponse,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolInputBuffer,
+    ToolResultPart,
+    ToolUseDelta,
+    ToolUsePart,
+)
 from gateway_server.settings import BedrockProviderConfig
 from modelgateway.v1 import model_gateway_pb2 as pb
 
@@ -46,14 +61,34 @@ _NOT_FOUND = {"ResourceNotFoundException"}
 _INVALID = {"ValidationException"}
 
 
+def _part(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if isinstance(part, ImagePart):
+        return {"image": {"format": part.media_type.removeprefix("image/"), "source": {"bytes": part.data}}}
+    if isinstance(part, ToolUsePart):
+        return {"toolUse": {"toolUseId": part.id, "name": part.name, "input": part.input}}
+    return {"toolResult": {"toolUseId": part.tool_use_id, "content": [{"text": part.content}],
+                           "status": "error" if part.is_error else "success"}}
+
+
 def build_params(request: ProviderRequest, model: str) -> dict[str, Any]:
-    """Our request -> keyword arguments of ``client.converse``."""
+    """Our request -> keyword arguments of ``client.converse`` / ``converse_stream``."""
     params: dict[str, Any] = {
         "modelId": model,
-        "messages": [{"role": m.role, "content": [{"text": m.content}]} for m in request.messages],
+        "messages": [{"role": m.role, "content": [_part(p) for p in m.all_parts()]} for m in request.messages],
     }
     if request.system:
         params["system"] = [{"text": request.system}]
+    if request.tools:
+        tool_config: dict[str, Any] = {"tools": [
+            {"toolSpec": {"name": t.name, "description": t.description or t.name,
+                          "inputSchema": {"json": t.input_schema}}} for t in request.tools]}
+        if request.tool_choice == "tool":
+            tool_config["toolChoice"] = {"tool": {"name": request.tool_choice_name}}
+        elif request.tool_choice in ("auto", "any"):
+            tool_config["toolChoice"] = {request.tool_choice: {}}
+        params["toolConfig"] = tool_config
     inference: dict[str, Any] = {"maxTokens": request.max_tokens}
     if request.temperature is not None:
         inference["temperature"] = request.temperature
@@ -69,12 +104,20 @@ def parse_response(body: Any, model: str) -> ProviderResponse:
     """The Converse response -> ours; a body without ``output.message.content`` is malformed."""
     try:
         blocks = body["output"]["message"]["content"]
-        text = "".join(b["text"] for b in blocks if "text" in b)
+        parts: list[TextPart | ToolUsePart] = []
+        for block in blocks:
+            if "text" in block:
+                parts.append(TextPart(block["text"]))
+            elif "toolUse" in block:
+                use = block["toolUse"]
+                parts.append(ToolUsePart(use["toolUseId"], use["name"], dict(use.get("input") or {})))
     except (KeyError, TypeError) as exc:
         raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "response has no output message") from exc
+    text = "".join(p.text for p in parts if isinstance(p, TextPart))
     usage = body.get("usage") or {}
     stop_reason = str(body.get("stopReason") or "")
     return ProviderResponse(
+        parts=tuple(parts),
         content=text,
         model=model,
         input_tokens=int(usage.get("inputTokens", 0)),
@@ -144,7 +187,8 @@ class BedrockProvider(Provider):
 
     def __init__(self, name: str, cfg: BedrockProviderConfig, region: str | None) -> None:
         super().__init__(name, default_model=cfg.default_model, models=cfg.models, timeout=cfg.timeout,
-                         max_retries=cfg.max_retries, enabled=cfg.enabled, region=region or "")
+                         max_retries=cfg.max_retries, enabled=cfg.enabled,
+                         first_token_timeout=cfg.first_token_timeout, stream_timeout=cfg.stream_timeout, region=region or "")
         self._cfg = cfg
         self._session = boto3.session.Session(region_name=region) if region else None
         self._has_credentials = False
@@ -199,6 +243,62 @@ class BedrockProvider(Provider):
         body = await self._run(self._client_method("converse"), build_params(request, model), timeout)
         return parse_response(body, model)
 
+    def unsupported(self, request: ProviderRequest) -> tuple[str, str] | None:
+        if request.tool_choice == "none" and request.tools:
+            return "tool_choice.mode", "Bedrock cannot forbid tool use while tools are given; omit the tools"
+        if not request.tools and any(isinstance(p, ToolUsePart | ToolResultPart)
+                                     for m in request.messages for p in m.parts):
+            return "tools", "Bedrock needs the tool definitions when the conversation contains tool calls"
+        return None
+
+    async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncIterator[StreamEvent]:
+        """converse_stream runs in one executor thread that hands events to the loop through a queue;
+        closing this iterator stops the thread and closes the HTTP response."""
+        method = self._client_method("converse_stream")
+        if self._executor is None:
+            raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+        holder: dict[str, Any] = {}
+        params = build_params(request, model)
+
+        def put(kind: str, item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+
+        def worker() -> None:
+            try:
+                upstream = method(**params)["stream"]
+                holder["stream"] = upstream
+                for event in upstream:
+                    if stop.is_set():
+                        return
+                    put("event", event)
+                put("end", None)
+            except BaseException as exc:  # handed to the loop, classified there
+                if not stop.is_set():
+                    put("error", exc)
+            finally:
+                _close_stream(holder)
+
+        loop.run_in_executor(self._executor, worker)
+        translator = ConverseStreamTranslator(model)
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "error":
+                    raise classify(item) from item
+                if kind == "end":
+                    done = translator.finish()
+                    if done is not None:
+                        yield done
+                    return
+                for out in translator.feed(item):
+                    yield out
+        finally:
+            stop.set()
+            _close_stream(holder)
+
     async def probe(self, timeout: float) -> None:
         # CountTokens spends no tokens.
         params = {"modelId": self.default_model,
@@ -210,3 +310,75 @@ class BedrockProvider(Provider):
             raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
         method: Callable[..., Any] = getattr(self._client, name)
         return method
+
+
+def _close_stream(holder: dict[str, Any]) -> None:
+    upstream = holder.pop("stream", None)
+    if upstream is None:
+        return
+    try:
+        raw = getattr(upstream, "_raw_stream", None)
+        connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            sock.shutdown(2)  # wakes a read blocked in the worker thread
+    except OSError:
+        pass
+    try:
+        upstream.close()
+    except Exception:  # noqa: BLE001 - best effort: the socket is shut down already
+        pass
+
+
+class ConverseStreamTranslator:
+    """converse_stream events -> ours (text deltas, whole tool calls, one StreamDone)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.stop_reason = ""
+        self.stopped = False
+        self.done = False
+        self._tools: dict[int, ToolInputBuffer] = {}
+
+    def _done(self, usage: dict[str, Any]) -> StreamDone:
+        self.done = True
+        return StreamDone(model=self.model, input_tokens=int(usage.get("inputTokens", 0)),
+                          output_tokens=int(usage.get("outputTokens", 0)),
+                          finish_reason=FINISH_REASONS.get(self.stop_reason, pb.FINISH_REASON_UNSPECIFIED),
+                          stop_reason=self.stop_reason)
+
+    def feed(self, event: dict[str, Any]) -> list[StreamEvent]:
+        if "contentBlockDelta" in event:
+            body = event["contentBlockDelta"]
+            index = int(body.get("contentBlockIndex", 0))
+            delta = body.get("delta", {})
+            if "text" in delta:
+                return [TextDelta(index, delta["text"])]
+            if "toolUse" in delta and index in self._tools:
+                self._tools[index].chunks.append(str(delta["toolUse"].get("input", "")))
+            return []
+        if "contentBlockStart" in event:
+            body = event["contentBlockStart"]
+            use = body.get("start", {}).get("toolUse")
+            if use is not None:
+                self._tools[int(body.get("contentBlockIndex", 0))] = ToolInputBuffer(use["toolUseId"], use["name"])
+            return []
+        if "contentBlockStop" in event:
+            buffer = self._tools.pop(int(event["contentBlockStop"].get("contentBlockIndex", 0)), None)
+            index = int(event["contentBlockStop"].get("contentBlockIndex", 0))
+            return [ToolUseDelta(index, buffer.finish())] if buffer is not None else []
+        if "messageStop" in event:
+            self.stop_reason = str(event["messageStop"].get("stopReason") or "")
+            self.stopped = True
+            return []
+        if "metadata" in event and self.stopped and not self.done:
+            return [self._done(event["metadata"].get("usage") or {})]
+        return []
+
+    def finish(self) -> StreamDone | None:
+        """At the end of the HTTP stream: the StreamDone if not sent yet; a stream cut short is an error."""
+        if self.done:
+            return None
+        if not self.stopped:
+            raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "stream ended before messageStop")
+        return self._done({})
