@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions
+import urllib3.exceptions
 
 from gateway_server.errors import ErrorKind, ProviderError
 from gateway_server.providers.base import (
@@ -143,6 +144,7 @@ def classify(exc: BaseException) -> ProviderError:
         response: Any = exc.response
         error = response.get("Error", {})
         code = str(error.get("Code", ""))
+        code = code[:1].upper() + code[1:]  # stream exceptions are lowerCamel: throttlingException
         meta = response.get("ResponseMetadata", {})
         status = int(meta.get("HTTPStatusCode", 0)) or None
         message = str(error.get("Message") or code or "error")
@@ -177,7 +179,7 @@ def classify(exc: BaseException) -> ProviderError:
         return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"truncated response ({type(exc).__name__})")
     if isinstance(exc, botocore.exceptions.BotoCoreError | ValueError | KeyError | TypeError):
         return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"unreadable response ({type(exc).__name__})")
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError | urllib3.exceptions.HTTPError):
         return ProviderError(ErrorKind.CONNECTION, f"connection failed ({type(exc).__name__})")
     return ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
 
