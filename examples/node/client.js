@@ -37,9 +37,10 @@ const DEFAULT_TARGET = process.env.MODEL_GATEWAY_ADDR || '127.0.0.1:50051';
 const DEFAULT_PROMPT = 'What is 25 + 75?';
 
 // proto-loader options. keepCase: false gives lowerCamelCase field names (maxTokens,
-// finishReason, requestId): the proto3 JSON names, the same ones grpcurl prints and accepts.
-// Requests must use them too. Enums are their names ("ROLE_USER"), int64 are strings, and unset
-// fields come back as their defaults, as in the other languages' generated code.
+// finishReason, requestId): the proto3 JSON names, which protobuf's JSON printers emit by default
+// (grpcurl prints the .proto's snake_case names and accepts both). Requests must use them too.
+// Enums are their names ("ROLE_USER"), int64 are strings, and unset fields come back as their
+// defaults, as in the other languages' generated code.
 // google/protobuf/timestamp.proto (and the other well-known types) are built into protobufjs,
 // so the only include directory needed is protos/ itself.
 const LOADER_OPTIONS = {

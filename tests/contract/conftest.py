@@ -79,14 +79,18 @@ def buf() -> str:
         str(REPO / "tools" / "node_modules" / ".bin" / "buf"),
         shutil.which("buf"),
     ]
+    launcher_without_node = False
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             if (
                 candidate.endswith(os.path.join("node_modules", ".bin", "buf"))
                 and shutil.which("node") is None
             ):
-                continue  # the npm package's launcher is a node script
+                launcher_without_node = True  # the npm package's launcher is a node script
+                continue
             return candidate
+    if launcher_without_node:
+        pytest.skip("node not found on PATH: buf from npm (tools/node_modules) needs Node.js to start")
     pytest.skip(_npm_hint("buf (@bufbuild/buf)", "tools"))
 
 

@@ -102,6 +102,17 @@ def test_removed_rpc_fails(buf: str, tmp_path: Path) -> None:
     assert "GetStatus" in result.output
 
 
+def test_changed_language_option_fails(buf: str, tmp_path: Path) -> None:
+    """A per-language option is part of the contract: changing it breaks that language's callers."""
+    proto = copy_workspace(tmp_path)
+    edit(
+        proto, r'option java_package = "dev.modelgateway.v1";', 'option java_package = "dev.modelgateway.v2";'
+    )
+    result = breaking(buf, tmp_path)
+    assert result.returncode != 0, "buf breaking accepted a changed java_package"
+    assert "java_package" in result.output, result.output
+
+
 def test_additions_pass(buf: str, tmp_path: Path) -> None:
     """New fields, messages, enum values and RPCs are compatible (AIP-180)."""
     proto = copy_workspace(tmp_path)
