@@ -122,8 +122,8 @@ def _common_options() -> _Parser:
     common.add_argument("--retry-delay", type=float, help="base wait between attempts in s (default 1.0)")
     common.add_argument("--attempt-timeout", type=float, help="cap of one attempt in seconds")
     common.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")
-    common.add_argument("--verbose", "-v", action="count", help="log retries (-v) and debug details (-vv)")
-    common.add_argument("--quiet", "-q", action="store_true", help="no log output, errors only")
+    common.add_argument("--verbose", "-v", action="count", help="debug logging")
+    common.add_argument("--quiet", "-q", action="store_true", help="no retry log, only the final error")
     return common
 
 
@@ -164,9 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(verbose: int, quiet: bool, err: TextIO) -> Callable[[], None]:
     """Show the client's retry log on ``err`` ("WARNING Gateway connection error ..."); returns
     the function that undoes it (main() may run in-process, e.g. in tests)."""
-    level = logging.CRITICAL + 10 if quiet else (
-        logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    )
+    level = logging.CRITICAL + 10 if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
     log = logging.getLogger("orchestrator_client")
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))

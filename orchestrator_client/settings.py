@@ -177,7 +177,12 @@ def _describe(errors: list[Any], prefix: str, env: Mapping[str, str], from_env: 
                 where = f" (from ${var}={env[var]!r})"
         value = error.get("input")
         shown = "" if where or isinstance(value, dict) else f" = {value!r}"
-        lines.append(f"{key}{shown}{where}: {error.get('msg', 'invalid value')}")
+        if "key" in loc or "secret" in loc:
+            shown, where = "", where.split("=")[0] + ")" if where else ""
+        message = str(error.get("msg", "invalid value"))
+        if error.get("type") == "extra_forbidden" and prefix == "orchestrator.gateway":
+            message = f"unknown key (known keys: {', '.join(GatewaySettings.model_fields)})"
+        lines.append(f"{key}{shown}{where}: {message}")
     return "; ".join(lines)
 
 

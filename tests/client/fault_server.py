@@ -1,0 +1,236 @@
+"""A small scripted, fault-injecting ModelGateway server for the client's tests.
+
+Each RPC takes the next step of a script; when the script is empty it answers normally
+(Generate answers "100" to any prompt, or the ``default_content``). Steps:
+
+* ``Fail(code, ...)``: abort with ``code``, optional ErrorInfo reason/metadata, RetryInfo delay
+  and ``grpc-retry-pushback-ms`` trailer;
+* ``Hang()``: never answer; ``hang_started`` is set when it begins and ``hang_cancelled``
+  when the client gives up (deadline or cancellation);
+* ``Reply(content)``: answer with that content.
+
+Every call is recorded (method, metadata, peer, request, arrival time); ``call_arrived`` is set
+on each call so tests wait on events, not on sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+
+from modelgateway.v1 import model_gateway_pb2 as pb
+from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
+
+
+@dataclass
+class Fail:
+    code: grpc.StatusCode
+    message: str = "injected failure"
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    retry_delay: float | None = None  # google.rpc.RetryInfo, seconds
+    pushback_ms: int | str | None = None  # grpc-retry-pushback-ms trailer
+    times: int = 1
+
+
+@dataclass
+class Hang:
+    times: int = 1
+
+
+@dataclass
+class Reply:
+    content: str = "100"
+    times: int = 1
+
+
+Step = Fail | Hang | Reply
+
+
+@dataclass
+class CallRecord:
+    method: str
+    metadata: dict[str, str]
+    peer: str
+    request: Any
+    at: float
+    time_remaining: float | None  # the call's gRPC deadline as the server sees it, in seconds
+
+
+class FaultServicer(pb_grpc.ModelGatewayServicer):  # type: ignore[misc]
+    def __init__(self, name: str = "fault") -> None:
+        self.name = name
+        self.script: deque[Step] = deque()
+        self.calls: list[CallRecord] = []
+        self.call_arrived = asyncio.Event()
+        self.hang_started = asyncio.Event()
+        self.hang_cancelled = asyncio.Event()
+        self.default_content = "100"
+        self.health_status: int = pb.HEALTH_STATUS_DEGRADED
+
+    # ---------------------------------------------------------------- scripting
+
+    def then(self, *steps: Step) -> FaultServicer:
+        for step in steps:
+            for _ in range(step.times):
+                self.script.append(step)
+        return self
+
+    def fail(self, times: int, code: grpc.StatusCode, **kwargs: Any) -> FaultServicer:
+        return self.then(Fail(code, times=times, **kwargs))
+
+    def hang(self, times: int = 1) -> FaultServicer:
+        return self.then(Hang(times=times))
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+    def calls_to(self, method: str) -> list[CallRecord]:
+        return [c for c in self.calls if c.method == method]
+
+    # ---------------------------------------------------------------- RPCs
+
+    async def _step(self, method: str, request: Any, context: aio.ServicerContext) -> str | None:
+        """Record the call and play the next step; returns a Reply's content, if any."""
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        self.calls.append(
+            CallRecord(method, metadata, context.peer(), request, time.monotonic(), context.time_remaining())
+        )
+        self.call_arrived.set()
+        if not self.script:
+            return None
+        step = self.script.popleft()
+        if isinstance(step, Reply):
+            return step.content
+        if isinstance(step, Hang):
+            self.hang_started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.hang_cancelled.set()
+                raise
+        assert isinstance(step, Fail)
+        await self._abort(step, context)
+        return None
+
+    async def _abort(self, step: Fail, context: aio.ServicerContext) -> None:
+        trailers: list[tuple[str, str | bytes]] = []
+        status = status_pb2.Status(code=step.code.value[0], message=step.message)
+        if step.reason:
+            info = error_details_pb2.ErrorInfo(
+                reason=step.reason, domain="modelgateway", metadata=step.metadata
+            )
+            packed = any_pb2.Any()
+            packed.Pack(info)
+            status.details.append(packed)
+        if step.retry_delay is not None:
+            seconds = int(step.retry_delay)
+            nanos = round((step.retry_delay - seconds) * 1e9)
+            delay = duration_pb2.Duration(seconds=seconds, nanos=nanos)
+            retry = error_details_pb2.RetryInfo(retry_delay=delay)
+            packed = any_pb2.Any()
+            packed.Pack(retry)
+            status.details.append(packed)
+        if status.details:
+            trailers.append(("grpc-status-details-bin", status.SerializeToString()))
+        if step.pushback_ms is not None:
+            trailers.append(("grpc-retry-pushback-ms", str(step.pushback_ms)))
+        await context.abort(step.code, step.message, trailing_metadata=tuple(trailers))
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        content = await self._step("Generate", request, context) or self.default_content
+        metadata = dict(context.invocation_metadata() or ())
+        return pb.GenerateResponse(
+            content=content,
+            model=request.model or "fault-model-1",
+            provider=request.provider or self.name,
+            usage=pb.Usage(input_tokens=7, output_tokens=1, total_tokens=8),
+            finish_reason=pb.FINISH_REASON_END_TURN,
+            latency_ms=0.5,
+            request_id=str(metadata.get("x-request-id", "")),
+            attempts=[
+                pb.Attempt(
+                    provider=request.provider or self.name,
+                    model=request.model or "fault-model-1",
+                    outcome=pb.ATTEMPT_OUTCOME_OK,
+                    latency_ms=0.4,
+                )
+            ],
+            stop_reason="end_turn",
+        )
+
+    async def Health(self, request: pb.HealthRequest, context: aio.ServicerContext) -> pb.HealthResponse:
+        await self._step("Health", request, context)
+        response = pb.HealthResponse(
+            status=self.health_status,  # type: ignore[arg-type]
+            providers=[
+                pb.ProviderHealth(name="mock", status=pb.PROVIDER_STATUS_HEALTHY, latency_ms=1.5,
+                                  default_model="mock-1", type="mock"),
+                pb.ProviderHealth(name="bedrock", status=pb.PROVIDER_STATUS_UNCONFIGURED,
+                                  default_model="claude", region="us-east-1", type="bedrock",
+                                  last_error="no credentials"),
+            ],
+        )
+        response.timestamp.GetCurrentTime()
+        response.providers[0].checked_at.GetCurrentTime()
+        return response
+
+    async def ListProviders(
+        self, request: pb.ListProvidersRequest, context: aio.ServicerContext
+    ) -> pb.ListProvidersResponse:
+        await self._step("ListProviders", request, context)
+        return pb.ListProvidersResponse(
+            providers=[
+                pb.ProviderInfo(name="mock", type="mock", models=["mock-1", "mock-2"], default_model="mock-1",
+                                enabled=True, configured=True),
+                pb.ProviderInfo(name="bedrock", type="bedrock", models=["claude"], default_model="claude",
+                                region="us-east-1", enabled=True, configured=False),
+            ],
+            default_provider="mock",
+            fallback_order=["mock", "bedrock"],
+        )
+
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: aio.ServicerContext
+    ) -> pb.GetStatusResponse:
+        await self._step("GetStatus", request, context)
+        return pb.GetStatusResponse(
+            service="Model Gateway", version="0.1.0-fault", status="running",
+            providers=["mock", "bedrock"], default_provider="mock",
+        )
+
+
+class FaultServer:
+    """A running grpc.aio server around a FaultServicer on 127.0.0.1:<random port>."""
+
+    def __init__(self, name: str = "fault") -> None:
+        self.servicer = FaultServicer(name)
+        self.server: aio.Server | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, port: int = 0) -> FaultServer:
+        self.server = aio.server()
+        pb_grpc.add_ModelGatewayServicer_to_server(self.servicer, self.server)
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=None)
+            self.server = None
