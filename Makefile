@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.install-stamp
 CONFIG  ?= config/gateway.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup stubs run test demo lint bench clean node-deps
+.PHONY: setup stubs run test demo lint bench clean node-deps contract-baseline
 
 setup: $(STAMP)
 
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml $(STUBS)
 run: setup
 	$(BIN)/python -m gateway_server --config $(CONFIG)
 
-test: setup
+test: setup node-deps
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -49,6 +49,10 @@ clean:
 # Contract and code checks: buf lint + breaking, mypy, ruff (scripts/lint.sh).
 lint: setup
 	bash scripts/lint.sh
+
+# After a deliberate contract change: refresh the buf breaking-change baseline (commit it with the .proto).
+contract-baseline: setup
+	bash scripts/lint.sh --update-baseline
 
 # npm dependencies of the Node.js example (skipped with a message where npm is absent).
 node-deps:

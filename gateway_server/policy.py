@@ -41,7 +41,7 @@ def retry_wait(retry: int, *, base: float, cap: float, retry_after: float | None
     Exponential (base, 2*base, ...) capped at ``cap``; a provider's retry-after wins when longer.
     None when the provider asks for longer than ``cap``: better to move on to the next provider.
     """
-    wait = min(base * (2 ** (retry - 1)), cap)
+    wait: float = min(base * 2.0 ** (retry - 1), cap)
     if retry_after is not None:
         if retry_after > cap:
             return None

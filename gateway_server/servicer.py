@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -29,7 +30,7 @@ REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 
 
-def _request_id(context: grpc.aio.ServicerContext[object, object]) -> str:
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID \
                 and value.isprintable():
@@ -59,7 +60,7 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
             for name, p in providers.items()
         ]
 
-    async def Generate(  # noqa: N802 - gRPC method name
+    async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateResponse]
     ) -> pb.GenerateResponse:
         started = time.perf_counter()
@@ -100,7 +101,7 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
             blocks=[_block(part) for part in r.parts],
         )
 
-    async def GenerateStream(  # noqa: N802
+    async def GenerateStream(
         self, request: pb.GenerateRequest,
         context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateStreamResponse],
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
@@ -158,7 +159,7 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                 request_id, err.code.name, err.reason, (time.perf_counter() - started) * 1000, path or "-",
                 _metadata_suffix(request.metadata), err.message)
 
-    async def Health(  # noqa: N802
+    async def Health(
         self, request: pb.HealthRequest, context: grpc.aio.ServicerContext[pb.HealthRequest, pb.HealthResponse]
     ) -> pb.HealthResponse:
         entries = []
@@ -170,7 +171,7 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                 checked_at=_timestamp(state.checked_at)))
         return pb.HealthResponse(status=self._health.overall(), providers=entries, timestamp=_timestamp(time.time()))
 
-    async def ListProviders(  # noqa: N802
+    async def ListProviders(
         self, request: pb.ListProvidersRequest,
         context: grpc.aio.ServicerContext[pb.ListProvidersRequest, pb.ListProvidersResponse],
     ) -> pb.ListProvidersResponse:
@@ -178,7 +179,7 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                                         default_provider=self._router.default_provider,
                                         fallback_order=list(self._router.fallback_order))
 
-    async def GetStatus(  # noqa: N802
+    async def GetStatus(
         self, request: pb.GetStatusRequest,
         context: grpc.aio.ServicerContext[pb.GetStatusRequest, pb.GetStatusResponse],
     ) -> pb.GetStatusResponse:

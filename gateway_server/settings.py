@@ -27,7 +27,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _ProviderBase(_Strict):
+class ProviderSettings(_Strict):
+    """What every provider type has."""
+
     enabled: bool = True
     # The seed's Bedrock entry spells it `model_id`; both are accepted.
     default_model: str = Field("", validation_alias=AliasChoices("default_model", "model_id"))
@@ -40,7 +42,7 @@ class _ProviderBase(_Strict):
     stream_timeout: float = Field(600.0, gt=0)
 
 
-class AnthropicProviderConfig(_ProviderBase):
+class AnthropicProviderConfig(ProviderSettings):
     type: Literal["anthropic"]
     base_url: str | None = None
     api_key: SecretStr | None = None  # prefer GATEWAY_ANTHROPIC_API_KEY
@@ -48,7 +50,7 @@ class AnthropicProviderConfig(_ProviderBase):
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
 
-class BedrockProviderConfig(_ProviderBase):
+class BedrockProviderConfig(ProviderSettings):
     type: Literal["bedrock"]
     region: str | None = None  # else GATEWAY_AWS_REGION
     endpoint_url: str | None = None
@@ -56,7 +58,7 @@ class BedrockProviderConfig(_ProviderBase):
     connect_timeout: float = Field(5.0, gt=0)
 
 
-class MockProviderConfig(_ProviderBase):
+class MockProviderConfig(ProviderSettings):
     type: Literal["mock"]
     latency_ms: float = Field(0.0, ge=0)
     # Failure injection: the first `fail_times` calls fail with `fail_with` (-1: every call).
@@ -225,6 +227,6 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 def settings_from_mapping(data: dict[str, Any], *, source: str = "config", env_file: str | None = ".env"
                           ) -> GatewaySettings:
     try:
-        return GatewaySettings(**data, _env_file=env_file)  # type: ignore[call-arg]
+        return GatewaySettings(**data, _env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid config: {_format_error(exc)}") from None

@@ -302,7 +302,8 @@ async def test_no_usable_provider_is_failed_precondition(gateway_factory, stub_f
         await stub.Generate(ask(), timeout=10)
     details = error_details(info.value)
     assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_USABLE_PROVIDER")
-    assert "anthropic: provider is disabled" in details.message and "bedrock: provider is unconfigured" in details.message
+    assert "anthropic: provider is disabled" in details.message
+    assert "bedrock: provider is unconfigured" in details.message
 
 
 @pytest.mark.parametrize("first", ["anthropic", "bedrock"])

@@ -79,7 +79,7 @@ def test_bad_config_is_one_clear_line_and_exit_2(tmp_path: Path, capsys: pytest.
                                                   yaml_text: str, expected: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml_text)
-    with pytest.raises(ConfigError, match="."):
+    with pytest.raises(ConfigError, match=r"."):
         load_settings(path)
     assert main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
@@ -105,6 +105,6 @@ def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_rate_limit_is_validated() -> None:
-    with pytest.raises(ConfigError, match="rate_limit.requests_per_minute"):
+    with pytest.raises(ConfigError, match=r"rate_limit\.requests_per_minute"):
         settings_from_mapping({"default_provider": "a", "providers": {"a": {"type": "mock"}},
                                "rate_limit": {"requests_per_minute": 0}}, env_file=None)

@@ -19,7 +19,8 @@ from tests.conftest import mock_config
 from tests.helpers import ask, error_details
 
 
-async def _read_until(stream: asyncio.StreamReader, pattern: str, lines: list[str], timeout: float = 30) -> re.Match[str]:
+async def _read_until(stream: asyncio.StreamReader, pattern: str, lines: list[str],
+                      timeout: float = 30) -> re.Match[str]:
     async with asyncio.timeout(timeout):
         while True:
             raw = await stream.readline()

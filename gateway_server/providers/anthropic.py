@@ -201,9 +201,7 @@ class AnthropicProvider(Provider):
     type = "anthropic"
 
     def __init__(self, name: str, cfg: AnthropicProviderConfig, api_key: SecretStr | None) -> None:
-        super().__init__(name, default_model=cfg.default_model, models=cfg.models, timeout=cfg.timeout,
-                         max_retries=cfg.max_retries, enabled=cfg.enabled,
-                         first_token_timeout=cfg.first_token_timeout, stream_timeout=cfg.stream_timeout)
+        super().__init__(name, cfg)
         self._cfg = cfg
         self._api_key = api_key
         self._client: anthropic.AsyncAnthropic | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway_server.errors import ErrorKind, ProviderError
+from gateway_server.settings import ProviderSettings
 from modelgateway.v1 import model_gateway_pb2 as pb
 
 
@@ -152,17 +153,15 @@ class Provider(abc.ABC):
 
     type: str = ""
 
-    def __init__(self, name: str, *, default_model: str, models: list[str], timeout: float,
-                 max_retries: int, enabled: bool, region: str = "", first_token_timeout: float | None = None,
-                 stream_timeout: float = 600.0) -> None:
+    def __init__(self, name: str, cfg: ProviderSettings, *, region: str = "", default_model: str = "") -> None:
         self.name = name
-        self.first_token_timeout = first_token_timeout or timeout
-        self.stream_timeout = stream_timeout
-        self.default_model = default_model
-        self.models = tuple(models)
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.enabled = enabled
+        self.default_model = default_model or cfg.default_model
+        self.models = tuple(cfg.models)
+        self.timeout = cfg.timeout
+        self.first_token_timeout = cfg.first_token_timeout or cfg.timeout
+        self.stream_timeout = cfg.stream_timeout
+        self.max_retries = cfg.max_retries
+        self.enabled = cfg.enabled
         self.region = region
 
     @property

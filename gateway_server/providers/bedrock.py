@@ -188,9 +188,7 @@ class BedrockProvider(Provider):
     type = "bedrock"
 
     def __init__(self, name: str, cfg: BedrockProviderConfig, region: str | None) -> None:
-        super().__init__(name, default_model=cfg.default_model, models=cfg.models, timeout=cfg.timeout,
-                         max_retries=cfg.max_retries, enabled=cfg.enabled,
-                         first_token_timeout=cfg.first_token_timeout, stream_timeout=cfg.stream_timeout, region=region or "")
+        super().__init__(name, cfg, region=region or "")
         self._cfg = cfg
         self._session = boto3.session.Session(region_name=region) if region else None
         self._has_credentials = False
@@ -328,7 +326,7 @@ def _close_stream(holder: dict[str, Any]) -> None:
         pass
     try:
         upstream.close()
-    except Exception:  # noqa: BLE001 - best effort: the socket is shut down already
+    except Exception:
         pass
 
 

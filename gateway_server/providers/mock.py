@@ -69,9 +69,7 @@ class MockProvider(Provider):
     type = "mock"
 
     def __init__(self, name: str, cfg: MockProviderConfig) -> None:
-        super().__init__(name, default_model=cfg.default_model or "mock-1", models=cfg.models,
-                         timeout=cfg.timeout, max_retries=cfg.max_retries, enabled=cfg.enabled,
-                         first_token_timeout=cfg.first_token_timeout, stream_timeout=cfg.stream_timeout)
+        super().__init__(name, cfg, default_model=cfg.default_model or "mock-1")
         self._latency = cfg.latency_ms / 1000
         self._failure = _FAILURES[cfg.fail_with] if cfg.fail_with else None
         self._fail_left = cfg.fail_times
