@@ -19,12 +19,9 @@ Retries (see :mod:`orchestrator_client.retry_policy` for the pure rules):
   ``INFO Retrying in 1.0s...``, ``ERROR Gateway request failed after 3 attempts: ...``.
 """
 
-# ruff: noqa: ASYNC109  (timeout is the call budget: gRPC deadline semantics, part of the API)
-
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import random as _random
@@ -38,6 +35,7 @@ import grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from modelgateway.v1 import model_gateway_pb2 as pb
+from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 from orchestrator_client.errors import GatewayError, GatewayTimeoutError, error_from_rpc
 from orchestrator_client.results import (
     ChatMessage,
@@ -58,10 +56,6 @@ from orchestrator_client.stats import ClientStats
 from orchestrator_client.targets import DEFAULT_TARGET, normalize_target
 
 __all__ = ["Clock", "GatewayClient", "MessageLike", "Sleep"]
-
-# The generated grpc module is loaded untyped: its .pyi does not pass mypy --strict, and with
-# grpc itself untyped the stub's types would be Any anyway.
-pb_grpc: Any = importlib.import_module("modelgateway.v1.model_gateway_pb2_grpc")
 
 logger = logging.getLogger("orchestrator_client")
 
@@ -427,7 +421,8 @@ class GatewayClient:
                 if not first.retryable or self.max_retries <= 1:
                     raise
                 call.replay = first
-                response = await self._retrying(self._attempt_or_replay, call)
+                # A copy per retried call: tenacity keeps per-run state on the object.
+                response = await self._retrying.copy()(self._attempt_or_replay, call)
         except GatewayError as err:
             self.stats.record_failure(call.attempt)
             self._log_failure(method, call, err)

@@ -99,6 +99,9 @@ class GatewayError(Exception):
         self.status = status
         self.retry_forbidden = retry_forbidden
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the keyword-only arguments
+        return (type(self), (self.code, self.message), self.__dict__.copy())
+
     @property
     def code_name(self) -> str:
         return str(self.code.name)

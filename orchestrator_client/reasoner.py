@@ -13,8 +13,6 @@ The query is sent verbatim as the single user message; a ``context`` mapping is 
 JSON into the system prompt. Failures raise :class:`~orchestrator_client.errors.GatewayError`.
 """
 
-# ruff: noqa: ASYNC109  (timeout is the call budget, as in GatewayClient)
-
 from __future__ import annotations
 
 import json

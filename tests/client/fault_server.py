@@ -223,10 +223,13 @@ class FaultServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0) -> FaultServer:
+    async def start(self, port: int = 0, credentials: grpc.ServerCredentials | None = None) -> FaultServer:
         self.server = aio.server()
         pb_grpc.add_ModelGatewayServicer_to_server(self.servicer, self.server)
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        if credentials is None:
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        else:
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", credentials)
         await self.server.start()
         return self
 

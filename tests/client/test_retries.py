@@ -490,3 +490,17 @@ async def test_logs_stay_quiet_on_success(
 ) -> None:
     await make_client(fault_server.address).generate("hi")
     assert [r for r in client_logs.records if r.levelno >= logging.INFO] == []
+
+
+async def test_errors_pickle_with_their_details(
+    fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory
+) -> None:
+    import pickle
+
+    fault.fail(1, C.NOT_FOUND, reason="UNKNOWN_MODEL", metadata={"model": "x"})
+    with pytest.raises(NotFoundError) as caught:
+        await make_client(fault_server.address).generate("hi")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert type(copy) is NotFoundError and copy.code is C.NOT_FOUND
+    assert (copy.reason, copy.metadata, copy.attempts, str(copy)) == (
+        "UNKNOWN_MODEL", {"model": "x"}, 1, str(caught.value))
