@@ -424,6 +424,7 @@ class GatewayClient:
                 # A copy per retried call: tenacity keeps per-run state on the object.
                 response = await self._retrying.copy()(self._attempt_or_replay, call)
         except GatewayError as err:
+            err.attempts = call.attempt
             self.stats.record_failure(call.attempt)
             self._log_failure(method, call, err)
             raise
