@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -30,12 +31,16 @@ REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str]:
+    """(request id, the bearer token sent or "") from the call's metadata, in one pass."""
+    request_id = token = ""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID \
                 and value.isprintable():
-            return value
-    return uuid.uuid4().hex
+            request_id = value
+        elif key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            token = value[7:].strip()
+    return request_id or uuid.uuid4().hex, token
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -54,18 +59,39 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self._limits = settings.limits
         self._max_request_bytes = settings.server.max_request_bytes
         self.draining = False
+        self._api_keys = tuple(k.get_secret_value().encode() for k in settings.api_keys)
         self._provider_infos = [
             pb.ProviderInfo(name=name, type=p.type, models=list(p.models), default_model=p.default_model,
                             region=p.region, enabled=p.enabled, configured=p.configured)
             for name, p in providers.items()
         ]
 
+    def _authorize(self, token: str) -> None:
+        if not self._api_keys:
+            return
+        sent = token.encode()
+        if not any(hmac.compare_digest(sent, key) for key in self._api_keys):
+            raise GatewayError(grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY",
+                               "missing or unknown API key: send 'authorization: Bearer <key>'")
+
+    async def _check_caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """The request id; aborts UNAUTHENTICATED when API keys are required and none matches."""
+        request_id, token = _caller(context)
+        try:
+            self._authorize(token)
+        except GatewayError as err:
+            log.warning("Rejected call: request_id=%s peer=%s code=UNAUTHENTICATED", request_id, context.peer())
+            await context.abort(err.code, err.message,
+                                trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
+        return request_id
+
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateResponse]
     ) -> pb.GenerateResponse:
         started = time.perf_counter()
-        request_id = _request_id(context)
+        request_id, token = _caller(context)
         try:
+            self._authorize(token)
             provider_request = validate_generate(request, self._limits, self._max_request_bytes)
             self._router.check_target(request.provider, request.model)
             remaining = context.time_remaining()
@@ -106,9 +132,10 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateStreamResponse],
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         started = time.perf_counter()
-        request_id = _request_id(context)
+        request_id, token = _caller(context)
         started_event: StreamStarted | None = None
         try:
+            self._authorize(token)
             provider_request = validate_generate(request, self._limits, self._max_request_bytes)
             self._router.check_target(request.provider, request.model)
             remaining = context.time_remaining()
@@ -162,6 +189,8 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
     async def Health(
         self, request: pb.HealthRequest, context: grpc.aio.ServicerContext[pb.HealthRequest, pb.HealthResponse]
     ) -> pb.HealthResponse:
+        if self._api_keys:
+            await self._check_caller(context)
         entries = []
         for name, p in self._providers.items():
             state = self._health.states[name]
@@ -175,6 +204,8 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self, request: pb.ListProvidersRequest,
         context: grpc.aio.ServicerContext[pb.ListProvidersRequest, pb.ListProvidersResponse],
     ) -> pb.ListProvidersResponse:
+        if self._api_keys:
+            await self._check_caller(context)
         return pb.ListProvidersResponse(providers=self._provider_infos,
                                         default_provider=self._router.default_provider,
                                         fallback_order=list(self._router.fallback_order))
@@ -183,6 +214,8 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self, request: pb.GetStatusRequest,
         context: grpc.aio.ServicerContext[pb.GetStatusRequest, pb.GetStatusResponse],
     ) -> pb.GetStatusResponse:
+        if self._api_keys:
+            await self._check_caller(context)
         return pb.GetStatusResponse(service=SERVICE_NAME, version=__version__,
                                     status="draining" if self.draining else "running",
                                     providers=list(self._providers),

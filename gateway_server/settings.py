@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = "config/gateway.yaml"
 
@@ -128,6 +137,9 @@ class GatewaySettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     anthropic_api_key: SecretStr | None = None
     aws_region: str | None = None
+    # Callers must send "authorization: Bearer <one of these>" when any is set (GATEWAY_API_KEYS,
+    # comma-separated). grpc.health.v1 and reflection stay open.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     default_provider: str = "anthropic"
     # When no real provider has credentials, answer from the mock provider (development).
@@ -147,6 +159,13 @@ class GatewaySettings(BaseSettings):
         if isinstance(data, dict) and isinstance(data.get("log_level"), str):
             data = {**data, "log_level": data["log_level"].upper()}
         return data
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check_references(self) -> GatewaySettings:

@@ -178,3 +178,29 @@ async def test_mock_failure_injection_maps_to_codes(gateway_factory, stub_for) -
     assert details.reason == "PROVIDER_RATE_LIMITED"
     assert details.metadata["provider"] == "mock"
     assert details.retry_delay_ms == 1000 and details.pushback_ms == "1000"  # the configured default
+
+
+async def test_api_keys_when_configured(gateway_factory, stub_for) -> None:
+    app = await gateway_factory(mock_config(api_keys="key-one, key-two"))
+    stub = await stub_for(app)
+    for rpc, request in ((stub.Generate, ask()), (stub.GetStatus, pb.GetStatusRequest()),
+                         (stub.ListProviders, pb.ListProvidersRequest()), (stub.Health, pb.HealthRequest())):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await rpc(request, timeout=5)
+        details = error_details(info.value)
+        assert (details.code, details.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await rpc(request, metadata=(("authorization", "Bearer key-three"),), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await anext(aiter(stub.GenerateStream(ask(), timeout=5)))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert app.providers["mock"].calls == 0
+    ok = await stub.Generate(ask(), metadata=(("authorization", "Bearer key-two"),), timeout=5)
+    assert ok.content == "100"
+    status = await stub.GetStatus(pb.GetStatusRequest(), metadata=(("authorization", "bearer key-one"),), timeout=5)
+    assert status.status == "running"
+    # The standard health check stays open for probes.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        check = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
