@@ -322,7 +322,7 @@ async def test_a_deadline_shorter_than_a_hanging_provider(gateway_factory, stub_
     other = bedrock_emu if first == "anthropic" else anthropic_emu
     assert other.model_calls == 0
     if first == "anthropic":  # the async SDK's connection is closed at once; boto3's thread gives up later
-        assert anthropic_emu.wait_for_disconnect(timeout=5)
+        assert await anthropic_emu.await_disconnect()
 
 
 async def test_timeout_falls_back_within_the_deadline(gateway_factory, stub_for, anthropic_emu,
@@ -341,11 +341,11 @@ async def test_caller_cancel_closes_the_upstream_request(gateway_factory, stub_f
     anthropic_emu.inject(Fault.hang(), times=None)
     call = stub.Generate(ask(), timeout=30)
     waiter = asyncio.ensure_future(call)
-    assert await asyncio.to_thread(anthropic_emu.wait_for_requests, 1, 5.0)
+    assert await anthropic_emu.await_requests(1)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert await asyncio.to_thread(anthropic_emu.wait_for_disconnect, 5.0)
+    assert await anthropic_emu.await_disconnect()
     assert bedrock_emu.model_calls == 0
 
 

@@ -211,6 +211,7 @@ BEFORE_FIRST_TOKEN = [
     pytest.param(Fault.stream_error(1, "rate_limit_error"), "PROVIDER_RATE_LIMITED", id="429-on-first-read"),
     pytest.param(Fault.first_token_delay(3), "PROVIDER_TIMEOUT", id="first-token-timeout"),
     pytest.param(Fault.stream_cut(1), "CUT", id="cut-before-content"),
+    pytest.param(Fault.malformed(), "PROVIDER_BAD_RESPONSE", id="undecodable-event"),
 ]
 
 
@@ -262,7 +263,7 @@ async def test_client_cancel_closes_the_upstream_stream(gateway_factory, stub_fo
         if seen.count("delta") == 2:
             break
     call.cancel()
-    assert await asyncio.to_thread(emus[first].wait_for_disconnect, 5.0)
+    assert await emus[first].await_disconnect()
 
 
 @pytest.mark.parametrize("first", ["anthropic", "bedrock"])
@@ -277,7 +278,7 @@ async def test_a_deadline_mid_stream_ends_the_call_and_the_upstream(gateway_fact
     assert err is not None and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert kinds(events)[0] == "start" and kinds(events).count("delta") >= 1
     assert elapsed < 1.0 + 0.1
-    assert await asyncio.to_thread(emus[first].wait_for_disconnect, 5.0)
+    assert await emus[first].await_disconnect()
 
 
 async def test_a_total_stream_timeout_ends_a_slow_stream(gateway_factory, stub_for, emus) -> None:

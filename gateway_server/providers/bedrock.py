@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import boto3
 import botocore.config
+import botocore.eventstream
 import botocore.exceptions
 import urllib3.exceptions
 
@@ -175,7 +176,8 @@ def classify(exc: BaseException) -> ProviderError:
         return ProviderError(ErrorKind.AUTH, "no AWS credentials")
     if isinstance(exc, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
         return ProviderError(ErrorKind.CONNECTION, f"connection failed ({type(exc).__name__})")
-    if isinstance(exc, botocore.exceptions.IncompleteReadError | botocore.exceptions.ResponseStreamingError):
+    if isinstance(exc, botocore.exceptions.IncompleteReadError | botocore.exceptions.ResponseStreamingError
+                  | botocore.eventstream.ParserError):
         return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"truncated response ({type(exc).__name__})")
     if isinstance(exc, botocore.exceptions.BotoCoreError | ValueError | KeyError | TypeError):
         return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"unreadable response ({type(exc).__name__})")
