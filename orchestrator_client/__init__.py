@@ -5,6 +5,7 @@ command line (:mod:`orchestrator_client.cli`).
 """
 
 from orchestrator_client.client import GatewayClient
+from orchestrator_client.content import ImageBlock, TextBlock, ToolCall, ToolResultBlock, ToolSpec
 from orchestrator_client.errors import (
     AuthenticationError,
     ConfigError,
@@ -17,6 +18,7 @@ from orchestrator_client.errors import (
     PreconditionError,
     RateLimitedError,
     ServerError,
+    ToolRoundsExceededError,
 )
 from orchestrator_client.reasoner import GatewayReasoner
 from orchestrator_client.results import (
@@ -28,10 +30,15 @@ from orchestrator_client.results import (
     ProviderInfo,
     ProviderList,
     Status,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
     Usage,
 )
 from orchestrator_client.settings import GatewaySettings, OrchestratorConfig, load_config
 from orchestrator_client.stats import ClientStats, StatsSnapshot
+from orchestrator_client.streaming import EventStream
 
 __all__ = [
     "Attempt",
@@ -39,6 +46,7 @@ __all__ = [
     "ChatMessage",
     "ClientStats",
     "ConfigError",
+    "EventStream",
     "GatewayClient",
     "GatewayError",
     "GatewayReasoner",
@@ -47,6 +55,7 @@ __all__ = [
     "GatewayUnavailableError",
     "GenerateResult",
     "HealthReport",
+    "ImageBlock",
     "InvalidRequestError",
     "NotFoundError",
     "OrchestratorConfig",
@@ -59,6 +68,15 @@ __all__ = [
     "ServerError",
     "StatsSnapshot",
     "Status",
+    "StreamEnd",
+    "StreamEvent",
+    "StreamStart",
+    "TextBlock",
+    "TextDelta",
+    "ToolCall",
+    "ToolResultBlock",
+    "ToolRoundsExceededError",
+    "ToolSpec",
     "Usage",
     "load_config",
 ]

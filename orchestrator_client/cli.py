@@ -3,6 +3,7 @@
 Usage::
 
     gatewayctl [--target T] [--config PATH] [--json] [options] generate "What is 25 + 75?"
+    gatewayctl generate --stream "What is 25 + 75?"
     gatewayctl health
     gatewayctl providers
     gatewayctl status
@@ -11,6 +12,10 @@ The target comes from ``--target``, else the configuration (``--config``, ``$ORC
 or ``config/orchestrator.gateway.yaml``, with ``ORCHESTRATOR_GATEWAY_*`` overrides), else
 ``localhost:50051``. Output is readable text by default (for ``generate``: the answer on stdout,
 a summary line on stderr) and one JSON document on stdout with ``--json`` (errors too).
+``generate --stream`` prints the answer's text as it arrives (tool calls as ``[tool_use ...]``
+lines), then the summary line on stderr; with ``--json`` it prints one JSON object per event
+(JSON lines: ``{"type": "start" | "text" | "tool_use" | "end", ...}``; an error as a last
+``{"error": {...}}`` line).
 
 Exit status:
 
@@ -42,8 +47,17 @@ from typing import Any, NoReturn, TextIO
 import grpc
 
 from orchestrator_client.client import GatewayClient
+from orchestrator_client.content import ToolCall
 from orchestrator_client.errors import ConfigError, GatewayError
-from orchestrator_client.results import GenerateResult, HealthReport, ProviderList, Status, to_jsonable
+from orchestrator_client.results import (
+    GenerateResult,
+    HealthReport,
+    ProviderList,
+    Status,
+    StreamEnd,
+    TextDelta,
+    to_jsonable,
+)
 from orchestrator_client.settings import load_config
 
 __all__ = ["EXIT_CODES", "exit_code_for", "main"]
@@ -88,6 +102,8 @@ _PROVIDER, _MODEL, _MAX_RETRIES, _TIMEOUT, _RETRY_DELAY, ... (see orchestrator_c
 
 examples:
   gatewayctl generate "What is 25 + 75?"
+  gatewayctl generate --stream "Tell me about gateways"
+  gatewayctl --json generate --stream "What is 25 + 75?"     # JSON lines, one per event
   gatewayctl --target localhost:50051 --json providers
   gatewayctl --target dns:///gateway.internal:50051 health
 """
@@ -151,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                      help="a label for the gateway's logs (repeatable)")
     gen.add_argument("--request-id", default=None, help="x-request-id to send (default: generated)")
+    gen.add_argument("--stream", action="store_true",
+                     help="stream the answer: print text as it arrives (--json: one JSON object per event)")
     for name, text in (
         ("health", "health of the gateway and each provider"),
         ("providers", "the configured providers, default and fallback order"),
@@ -223,6 +241,60 @@ def _print_generate(result: GenerateResult, out: TextIO, err: TextIO) -> None:
     )
 
 
+def _print_stream_summary(end: StreamEnd, model: str, provider: str, err: TextIO) -> None:
+    usage = end.usage
+    err.write(
+        f"-- provider={provider} model={model} finish={end.finish_reason} "
+        f"tokens={usage.input_tokens}+{usage.output_tokens} latency={end.latency_ms:.1f}ms "
+        f"first_token={end.first_token_ms:.1f}ms elapsed={end.elapsed_ms:.1f}ms "
+        f"attempts={end.client_attempts} request_id={end.request_id}\n"
+    )
+
+
+async def _stream_generate(
+    client: GatewayClient, args: argparse.Namespace, prompt: str, metadata: dict[str, str], as_json: bool,
+    out: TextIO, err: TextIO,
+) -> int:
+    events = client.stream(
+        prompt,
+        system=args.system,
+        provider=args.provider,
+        model=args.model,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        metadata=metadata,
+        request_id=args.request_id,
+    )
+    line_open = False  # text written without its final newline
+    async with events:
+        try:
+            async for event in events:
+                if as_json:
+                    out.write(json.dumps(to_jsonable(event)) + "\n")
+                elif isinstance(event, TextDelta):
+                    out.write(event.text)
+                    if event.text:
+                        line_open = not event.text.endswith("\n")
+                elif isinstance(event, ToolCall):
+                    prefix = "\n" if line_open else ""
+                    out.write(f"{prefix}[tool_use {event.name} {json.dumps(event.input)} id={event.id}]\n")
+                    line_open = False
+                out.flush()
+        except BaseException:
+            if line_open:
+                out.write("\n")
+                out.flush()
+            raise
+    if not as_json:
+        if line_open:
+            out.write("\n")
+            out.flush()
+        if events.end is not None:
+            start = events.start
+            _print_stream_summary(events.end, start.model if start else "", start.provider if start else "", err)
+    return EXIT_OK
+
+
 def _print_health(report: HealthReport, out: TextIO) -> None:
     stamp = f" at {report.timestamp.isoformat()}" if report.timestamp else ""
     out.write(f"Gateway: {report.status}{stamp}\n")
@@ -258,6 +330,8 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "generate":
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     async with _make_client(args) as client:
+        if args.command == "generate" and args.stream:
+            return await _stream_generate(client, args, prompt, metadata, as_json, out, err)
         if args.command == "generate":
             result = await client.generate(
                 prompt,
@@ -301,9 +375,9 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _report_error(kind: str, message: str, as_json: bool, out: TextIO, err: TextIO,
-                  extra: dict[str, Any] | None = None) -> None:
+                  extra: dict[str, Any] | None = None, json_lines: bool = False) -> None:
     if as_json:
-        json.dump({"error": extra or {"error": kind, "message": message}}, out, indent=2)
+        json.dump({"error": extra or {"error": kind, "message": message}}, out, indent=None if json_lines else 2)
         out.write("\n")
     else:
         err.write(f"gatewayctl: {message}\n")
@@ -325,6 +399,7 @@ def main(
     except SystemExit as exc:  # --help
         return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
+    lines = bool(getattr(args, "stream", False))  # --json --stream: JSON lines, errors too
     restore_logging = _configure_logging(
         int(getattr(args, "verbose", 0) or 0), bool(getattr(args, "quiet", False)), err
     )
@@ -334,16 +409,17 @@ def main(
         err.write(f"{exc}\n")
         return EXIT_USAGE
     except ConfigError as exc:
-        _report_error("ConfigError", f"configuration error: {exc}", as_json, out, err)
+        _report_error("ConfigError", f"configuration error: {exc}", as_json, out, err, json_lines=lines)
         return EXIT_USAGE
     except GatewayError as exc:
-        _report_error(type(exc).__name__, f"error: {exc}", as_json, out, err, exc.to_dict())
+        _report_error(type(exc).__name__, f"error: {exc}", as_json, out, err, exc.to_dict(), json_lines=lines)
         return exit_code_for(exc.code)
     except KeyboardInterrupt:
         err.write("gatewayctl: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so plainly, with the type
-        _report_error(type(exc).__name__, f"unexpected error: {type(exc).__name__}: {exc}", as_json, out, err)
+        _report_error(type(exc).__name__, f"unexpected error: {type(exc).__name__}: {exc}", as_json, out, err,
+                      json_lines=lines)
         return EXIT_INTERNAL
     finally:
         restore_logging()

@@ -17,6 +17,12 @@ Retries (see :mod:`orchestrator_client.retry_policy` for the pure rules):
 * Every attempt of one call carries the same ``x-request-id`` metadata.
 * Logged as the seed guide reads: ``WARNING Gateway connection error (attempt 1/3): ...``,
   ``INFO Retrying in 1.0s...``, ``ERROR Gateway request failed after 3 attempts: ...``.
+
+Streams (:meth:`GatewayClient.stream`) are retried the same way, but only until their first event
+has arrived: a stream that has delivered an event is never re-sent (a partial answer is never
+replayed); a later failure raises its typed error at once. The gRPC deadline of each stream attempt
+is the call's budget left, so the budget bounds the whole stream; ``attempt_timeout`` bounds the
+wait for a stream attempt's first event.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import logging
 import random as _random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -36,13 +42,24 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
-from orchestrator_client.errors import GatewayError, GatewayTimeoutError, error_from_rpc
+from orchestrator_client.content import (
+    BlockLike,
+    ToolChoiceLike,
+    ToolLike,
+    blocks_to_proto,
+    tool_choice_to_proto,
+    tool_to_proto,
+)
+from orchestrator_client.errors import GatewayError, GatewayTimeoutError, ServerError, error_from_rpc
 from orchestrator_client.results import (
     ChatMessage,
     GenerateResult,
     HealthReport,
     ProviderList,
     Status,
+    StreamEnd,
+    StreamEvent,
+    event_from_proto,
 )
 from orchestrator_client.retry_policy import (
     DEFAULT_NON_RETRYABLE_CODES,
@@ -53,6 +70,7 @@ from orchestrator_client.retry_policy import (
 )
 from orchestrator_client.settings import GatewaySettings
 from orchestrator_client.stats import ClientStats
+from orchestrator_client.streaming import EventStream, StreamProgress
 from orchestrator_client.targets import DEFAULT_TARGET, normalize_target
 
 __all__ = ["Clock", "GatewayClient", "MessageLike", "Sleep"]
@@ -61,7 +79,9 @@ logger = logging.getLogger("orchestrator_client")
 
 Sleep: TypeAlias = Callable[[float], Awaitable[Any]]
 Clock: TypeAlias = Callable[[], float]
-MessageLike: TypeAlias = ChatMessage | pb.Message | tuple[str, str] | Mapping[str, str]
+MessageLike: TypeAlias = (
+    ChatMessage | pb.Message | tuple[str, str] | tuple[str, Sequence[BlockLike]] | Mapping[str, Any]
+)
 
 USER_AGENT = "orchestrator-client/0.1"
 REQUEST_ID_HEADER = "x-request-id"
@@ -83,16 +103,19 @@ _LABELS: dict[grpc.StatusCode, str] = {
 def _to_message(item: MessageLike) -> pb.Message:
     if isinstance(item, pb.Message):
         return item
+    content: str | Sequence[BlockLike]
     if isinstance(item, ChatMessage):
         role, content = item.role, item.content
     elif isinstance(item, tuple):
         role, content = item
     else:
-        role, content = item.get("role", "user"), item.get("content", "")
+        role, content = str(item.get("role", "user")), item.get("content", "")
     role_value = _ROLES.get(role.lower())
     if role_value is None:
         raise ValueError(f"unknown message role {role!r} (use 'user' or 'assistant')")
-    return pb.Message(role=role_value, content=content)
+    if isinstance(content, str):
+        return pb.Message(role=role_value, content=content)
+    return pb.Message(role=role_value, blocks=blocks_to_proto(content))
 
 
 class _Call:
@@ -110,6 +133,7 @@ class _Call:
         "request_id",
         "rpc",
         "stop_note",
+        "streaming",
     )
 
     def __init__(
@@ -121,8 +145,10 @@ class _Call:
         budget: float,
         budget_end: float,
         attempt_timeout: float | None,
+        streaming: bool = False,
     ) -> None:
         self.rpc = rpc
+        self.streaming = streaming
         self.request = request
         self.metadata = metadata
         self.request_id = request_id
@@ -323,6 +349,8 @@ class GatewayClient:
         top_p: float | None = None,
         stop_sequences: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
+        tools: Sequence[ToolLike] = (),
+        tool_choice: ToolChoiceLike = None,
         timeout: float | None = None,
         deadline: float | None = None,
         request_id: str | None = None,
@@ -330,11 +358,86 @@ class GatewayClient:
         """Generate a completion for one prompt string or a list of messages.
 
         Messages are ``ChatMessage``s, ``(role, content)`` tuples, ``{"role", "content"}``
-        mappings or ``pb.Message``s. ``provider``/``model`` default to the client's. Raises a
+        mappings or ``pb.Message``s; a content is text or a list of content blocks (text, image,
+        tool_use, tool_result: see :mod:`orchestrator_client.content`). ``tools`` are
+        ``ToolSpec``s (or ``{"name", "description", "input_schema"}`` dicts); ``tool_choice`` is
+        ``"auto"``, ``"any"``, ``"none"``, ``{"tool": name}`` or None. ``provider``/``model``
+        default to the client's. The result's ``blocks``/``tool_calls`` hold the answer's tool
+        calls (``finish_reason == "tool_use"``). Raises a
         :class:`~orchestrator_client.errors.GatewayError` subclass on failure.
         """
+        request = self._request(
+            "generate", prompt, messages, system, provider, model, max_tokens, temperature, top_p,
+            stop_sequences, metadata, tools, tool_choice,
+        )
+        started = self._clock()
+        response, call = await self._invoke("Generate", request, timeout, deadline, request_id)
+        return GenerateResult.from_proto(
+            response,
+            attempts=call.attempt,
+            request_id=call.request_id,
+            elapsed_ms=(self._clock() - started) * 1000.0,
+        )
+
+    def stream(
+        self,
+        prompt: str | Sequence[MessageLike] | None = None,
+        *,
+        messages: Sequence[MessageLike] | None = None,
+        system: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop_sequences: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
+        tools: Sequence[ToolLike] = (),
+        tool_choice: ToolChoiceLike = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> EventStream:
+        """Stream a completion: an async iterator of typed events.
+
+        ``StreamStart(provider, model, request_id)``, then ``TextDelta(index, text)`` and
+        ``ToolCall(id, name, input, index)`` events in order, then ``StreamEnd(finish_reason,
+        stop_reason, usage, attempts, latency_ms, first_token_ms, ...)``. Takes the arguments of
+        :meth:`generate`. The call starts on the first iteration. It is retried as
+        :meth:`generate` is (same policy, budget, statistics and log lines), but only until the
+        first event has arrived: after that a failure raises its typed
+        :class:`~orchestrator_client.errors.GatewayError` at once. ``timeout``/``deadline`` bound
+        the whole stream. Closing the stream early (``aclose()``, ``async with``, cancelling the
+        task) cancels the gRPC call. Counted once in :attr:`stats`: a success when the end event
+        arrives, a failure when it fails, ``total_cancelled`` when closed before the end.
+        """
+        request = self._request(
+            "stream", prompt, messages, system, provider, model, max_tokens, temperature, top_p,
+            stop_sequences, metadata, tools, tool_choice,
+        )
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        rid = request_id or uuid.uuid4().hex
+        return EventStream(lambda events: self._stream_events(events, request, timeout, deadline), rid)
+
+    def _request(
+        self,
+        method: str,
+        prompt: str | Sequence[MessageLike] | None,
+        messages: Sequence[MessageLike] | None,
+        system: str | None,
+        provider: str | None,
+        model: str | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+        stop_sequences: Sequence[str],
+        metadata: Mapping[str, str] | None,
+        tools: Sequence[ToolLike],
+        tool_choice: ToolChoiceLike,
+    ) -> pb.GenerateRequest:
         if (prompt is None) == (messages is None):
-            raise TypeError("generate() takes a prompt string or messages, exactly one of them")
+            raise TypeError(f"{method}() takes a prompt string or messages, exactly one of them")
         source = messages if messages is not None else prompt
         if isinstance(source, str):
             turns = [pb.Message(role=pb.ROLE_USER, content=source)]
@@ -356,15 +459,12 @@ class GatewayClient:
             fields["stop_sequences"] = list(stop_sequences)
         if metadata:
             fields["metadata"] = dict(metadata)
-        request = pb.GenerateRequest(**fields)
-        started = self._clock()
-        response, call = await self._invoke("Generate", request, timeout, deadline, request_id)
-        return GenerateResult.from_proto(
-            response,
-            attempts=call.attempt,
-            request_id=call.request_id,
-            elapsed_ms=(self._clock() - started) * 1000.0,
-        )
+        if tools:
+            fields["tools"] = [tool_to_proto(t) for t in tools]
+        choice = tool_choice_to_proto(tool_choice)
+        if choice is not None:
+            fields["tool_choice"] = choice
+        return pb.GenerateRequest(**fields)
 
     async def health(self, *, timeout: float | None = None, deadline: float | None = None) -> HealthReport:
         """The gateway's and each provider's health (cached probes; costs no tokens)."""
@@ -385,6 +485,53 @@ class GatewayClient:
 
     # ------------------------------------------------------------------ the retry loop
 
+    def _new_call(
+        self,
+        rpc: Any,
+        request: Any,
+        timeout: float | None,
+        deadline: float | None,
+        request_id: str | None,
+        streaming: bool = False,
+    ) -> _Call:
+        budget = self.timeout if timeout is None else timeout
+        if budget <= 0:
+            raise ValueError("timeout must be > 0")
+        budget_end = self._clock() + budget
+        if deadline is not None and deadline < budget_end:
+            budget_end = deadline
+        rid = request_id or uuid.uuid4().hex
+        return _Call(
+            rpc,
+            request,
+            ((REQUEST_ID_HEADER, rid), *self._static_metadata),
+            rid,
+            budget,
+            budget_end,
+            self.attempt_timeout,
+            streaming,
+        )
+
+    async def _execute(self, call: _Call) -> Any:
+        """The attempts of one call: the first one, then the retries; raises the last GatewayError."""
+        try:
+            # Fast path: the first attempt runs outside tenacity, whose bookkeeping costs more
+            # than the rest of the client together. A retryable failure is handed to the
+            # tenacity loop as its attempt 1 (replayed, not re-sent): every retry decision,
+            # wait and log line still comes from that one loop.
+            return await self._attempt(call)
+        except GatewayError as first:
+            if not first.retryable or self.max_retries <= 1:
+                raise
+            call.replay = first
+            # A copy per retried call: tenacity keeps per-run state on the object.
+            return await self._retrying.copy()(self._attempt_or_replay, call)
+
+    def _failed(self, method: str, call: _Call, err: GatewayError) -> None:
+        err.attempts = call.attempt
+        self.stats.record_failure(call.attempt)
+        self._log_failure(method, call, err)
+
     async def _invoke(
         self,
         method: str,
@@ -394,39 +541,11 @@ class GatewayClient:
         request_id: str | None,
     ) -> tuple[Any, _Call]:
         stub = self._open()
-        budget = self.timeout if timeout is None else timeout
-        if budget <= 0:
-            raise ValueError("timeout must be > 0")
-        budget_end = self._clock() + budget
-        if deadline is not None and deadline < budget_end:
-            budget_end = deadline
-        rid = request_id or uuid.uuid4().hex
-        call = _Call(
-            getattr(stub, method),
-            request,
-            ((REQUEST_ID_HEADER, rid), *self._static_metadata),
-            rid,
-            budget,
-            budget_end,
-            self.attempt_timeout,
-        )
+        call = self._new_call(getattr(stub, method), request, timeout, deadline, request_id)
         try:
-            try:
-                # Fast path: the first attempt runs outside tenacity, whose bookkeeping costs more
-                # than the rest of the client together. A retryable failure is handed to the
-                # tenacity loop as its attempt 1 (replayed, not re-sent): every retry decision,
-                # wait and log line still comes from that one loop.
-                response: Any = await self._attempt(call)
-            except GatewayError as first:
-                if not first.retryable or self.max_retries <= 1:
-                    raise
-                call.replay = first
-                # A copy per retried call: tenacity keeps per-run state on the object.
-                response = await self._retrying.copy()(self._attempt_or_replay, call)
+            response = await self._execute(call)
         except GatewayError as err:
-            err.attempts = call.attempt
-            self.stats.record_failure(call.attempt)
-            self._log_failure(method, call, err)
+            self._failed(method, call, err)
             raise
         except asyncio.CancelledError:
             self.stats.record_cancelled(call.attempt)
@@ -436,6 +555,117 @@ class GatewayClient:
             raise
         self.stats.record_success(call.attempt)
         return response, call
+
+    async def _stream_events(
+        self,
+        events: StreamProgress,
+        request: pb.GenerateRequest,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        stub = self._open()
+        call = self._new_call(stub.GenerateStream, request, timeout, deadline, events.request_id, streaming=True)
+        started = self._clock()
+        grpc_call: Any = None
+        counted = False
+        delivered = 0
+        try:
+            grpc_call, message = await self._execute(call)
+            events.attempts = call.attempt
+            while message is not grpc.aio.EOF:
+                event = event_from_proto(
+                    message,
+                    client_attempts=call.attempt,
+                    request_id=call.request_id,
+                    elapsed_ms=(self._clock() - started) * 1000.0,
+                )
+                if isinstance(event, StreamEnd):
+                    counted = True
+                    self.stats.record_success(call.attempt)
+                    yield event
+                    await _drain(grpc_call)
+                    return
+                if event is not None:
+                    delivered += 1
+                    yield event
+                message = await self._read_next(grpc_call, call, delivered)
+            call.stop_note = f"the stream ended after {delivered} events without its end event"
+            raise ServerError(
+                grpc.StatusCode.UNKNOWN,
+                "the gateway closed the stream without an end event (an incomplete answer)",
+                retryable=False,
+                attempts=call.attempt,
+                request_id=call.request_id,
+            )
+        except GatewayError as err:
+            events.attempts = call.attempt
+            if not counted:
+                counted = True
+                self._failed("GenerateStream", call, err)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            if not counted:
+                counted = True
+                self.stats.record_cancelled(call.attempt)
+            raise
+        except Exception:
+            if not counted:
+                counted = True
+                self.stats.record_failure(call.attempt)
+            raise
+        finally:
+            events.attempts = call.attempt
+            if grpc_call is not None and not grpc_call.done():
+                grpc_call.cancel()
+
+    async def _open_stream(self, call: _Call, remaining: float, first_event_timeout: float | None) -> Any:
+        """One stream attempt: start the call and wait for its first message."""
+        stream_call = call.rpc(call.request, timeout=remaining, metadata=call.metadata)
+        try:
+            if first_event_timeout is None:
+                first = await stream_call.read()
+            else:
+                try:
+                    first = await asyncio.wait_for(stream_call.read(), first_event_timeout)
+                except TimeoutError:
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED
+                    raise GatewayTimeoutError(
+                        code,
+                        f"no stream event within the attempt timeout ({first_event_timeout:g}s)",
+                        retryable=is_retryable(
+                            code,
+                            retryable_codes=self.retryable_codes,
+                            non_retryable_codes=self.non_retryable_codes,
+                            attempt_limited=True,
+                        ),
+                        attempts=call.attempt,
+                        request_id=call.request_id,
+                    ) from None
+        except BaseException:
+            stream_call.cancel()
+            raise
+        if first is grpc.aio.EOF:
+            stream_call.cancel()
+            raise ServerError(
+                grpc.StatusCode.UNKNOWN,
+                "the gateway closed the stream without any event",
+                retryable=False,
+                attempts=call.attempt,
+                request_id=call.request_id,
+            )
+        return stream_call, first
+
+    async def _read_next(self, grpc_call: Any, call: _Call, delivered: int) -> Any:
+        try:
+            return await grpc_call.read()
+        except grpc.aio.AioRpcError as err:
+            retryable = is_retryable(
+                err.code(), retryable_codes=self.retryable_codes, non_retryable_codes=self.non_retryable_codes
+            )
+            call.stop_note = f"the stream broke after {delivered} events: a started stream is never retried"
+            raise error_from_rpc(
+                err, retryable=retryable, attempts=call.attempt, request_id=call.request_id
+            ) from err
 
     async def _attempt_or_replay(self, call: _Call) -> Any:
         replay = call.replay
@@ -459,6 +689,10 @@ class GatewayClient:
         attempt_timeout = call.attempt_timeout
         limited = attempt_timeout is not None and attempt_timeout < remaining
         try:
+            if call.streaming:
+                # The gRPC deadline is the budget left (it bounds the whole stream); the attempt
+                # timeout bounds the wait for the first event.
+                return await self._open_stream(call, remaining, attempt_timeout if limited else None)
             return await call.rpc(
                 call.request,
                 timeout=attempt_timeout if limited else remaining,
@@ -470,7 +704,7 @@ class GatewayClient:
                 code,
                 retryable_codes=self.retryable_codes,
                 non_retryable_codes=self.non_retryable_codes,
-                attempt_limited=limited,
+                attempt_limited=limited and not call.streaming,
             )
             raise error_from_rpc(
                 err, retryable=retryable, attempts=call.attempt, request_id=call.request_id
@@ -537,6 +771,15 @@ class GatewayClient:
             f"GatewayClient(target={self.target!r}, tls={self.tls}, max_retries={self.max_retries}, "
             f"retry_delay={self.retry_delay}, timeout={self.timeout})"
         )
+
+
+async def _drain(grpc_call: Any) -> None:
+    """Read a finished stream to its end (after the end event); a late failure changes nothing."""
+    try:
+        while await grpc_call.read() is not grpc.aio.EOF:
+            pass
+    except grpc.aio.AioRpcError:
+        pass
 
 
 def _seconds(delay: float) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "PreconditionError",
     "RateLimitedError",
     "ServerError",
+    "ToolRoundsExceededError",
     "error_class_for",
     "error_from_rpc",
 ]
@@ -54,6 +55,25 @@ PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
 
 class ConfigError(ValueError):
     """The client's configuration is invalid; the message names the offending key."""
+
+
+class ToolRoundsExceededError(RuntimeError):
+    """``GatewayReasoner.reason_with_tools`` ran its ``max_rounds`` tool rounds and the model still
+    asks for tools. ``messages`` is the conversation so far (ready to continue), ``result`` the
+    last answer (its ``tool_calls`` were not run)."""
+
+    def __init__(self, max_rounds: int, messages: list[Any], result: Any) -> None:
+        names = ", ".join(call.name for call in getattr(result, "tool_calls", ())) or "-"
+        super().__init__(
+            f"the model still asks for tools after {max_rounds} tool rounds (max_rounds={max_rounds}); "
+            f"last tool calls: {names}"
+        )
+        self.max_rounds = max_rounds
+        self.messages = messages
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.max_rounds, self.messages, self.result))
 
 
 class GatewayError(Exception):

@@ -1,4 +1,5 @@
-"""Typed results of the gateway's RPCs (frozen dataclasses built from the protobuf responses).
+"""Typed results of the gateway's RPCs (frozen dataclasses built from the protobuf responses),
+and the typed events of a streamed completion (:data:`StreamEvent`).
 
 Enum values become short lower-case names: ``FINISH_REASON_END_TURN`` → ``"end_turn"``,
 ``HEALTH_STATUS_DEGRADED`` → ``"degraded"``, ``PROVIDER_STATUS_UNCONFIGURED`` → ``"unconfigured"``,
@@ -8,13 +9,22 @@ Enum values become short lower-case names: ``FINISH_REASON_END_TURN`` → ``"end
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeAlias
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelgateway.v1 import model_gateway_pb2 as pb
+from orchestrator_client.content import (
+    AnswerBlock,
+    BlockLike,
+    TextBlock,
+    ToolCall,
+    block_from_proto,
+    block_to_dict,
+    tool_call_from_proto,
+)
 
 __all__ = [
     "Attempt",
@@ -25,7 +35,13 @@ __all__ = [
     "ProviderInfo",
     "ProviderList",
     "Status",
+    "StreamEnd",
+    "StreamEvent",
+    "StreamStart",
+    "TextDelta",
+    "ToolCall",
     "Usage",
+    "event_from_proto",
     "to_jsonable",
 ]
 
@@ -52,10 +68,14 @@ def _timestamp(msg: Timestamp, present: bool) -> _dt.datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One conversation turn to send: role ``"user"`` or ``"assistant"``."""
+    """One conversation turn to send: role ``"user"`` or ``"assistant"``.
+
+    ``content`` is text, or a sequence of content blocks (see :mod:`orchestrator_client.content`):
+    text, images, the assistant's tool calls, the user's tool results.
+    """
 
     role: str
-    content: str
+    content: str | Sequence[BlockLike]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +137,16 @@ class GenerateResult:
     stop_reason: str = ""
     elapsed_ms: float = 0.0
     provider_attempts: tuple[Attempt, ...] = field(default=())
+    blocks: tuple[AnswerBlock, ...] = field(default=())
 
     @property
     def retries(self) -> int:
         return self.attempts - 1
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls of the answer, in order (``finish_reason == "tool_use"`` when any)."""
+        return tuple(b for b in self.blocks if isinstance(b, ToolCall))
 
     @classmethod
     def from_proto(
@@ -138,7 +164,113 @@ class GenerateResult:
             stop_reason=msg.stop_reason,
             elapsed_ms=elapsed_ms,
             provider_attempts=tuple(Attempt.from_proto(a) for a in msg.attempts),
+            blocks=_answer_blocks(msg),
         )
+
+
+def _answer_blocks(msg: pb.GenerateResponse) -> tuple[AnswerBlock, ...]:
+    """The answer's text and tool-call blocks (a gateway that sends no blocks: its text, as one)."""
+    if not msg.blocks:
+        return (TextBlock(msg.content),) if msg.content else ()
+    blocks: list[AnswerBlock] = []
+    for index, raw in enumerate(msg.blocks):
+        block = block_from_proto(raw, index)
+        if isinstance(block, TextBlock | ToolCall):
+            blocks.append(block)
+    return tuple(blocks)
+
+
+# ---------------------------------------------------------------------------- stream events
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """The first event of a stream: who answers."""
+
+    type: ClassVar[str] = "start"
+
+    provider: str
+    model: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """More text of the answer's text block ``index``."""
+
+    type: ClassVar[str] = "text"
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The last event of a complete answer.
+
+    ``attempts`` is the gateway's provider trail (as ``GenerateResult.provider_attempts``);
+    ``latency_ms`` and ``first_token_ms`` are the gateway's. The client adds ``client_attempts``
+    (how many times it sent the request: 1 = no retry), ``request_id`` and ``elapsed_ms`` (the
+    client's wall time from the first attempt to this event, retries and waits included).
+    """
+
+    type: ClassVar[str] = "end"
+
+    finish_reason: str
+    stop_reason: str
+    usage: Usage
+    attempts: tuple[Attempt, ...] = ()
+    latency_ms: float = 0.0
+    first_token_ms: float = 0.0
+    client_attempts: int = 1
+    request_id: str = ""
+    elapsed_ms: float = 0.0
+
+    @property
+    def retries(self) -> int:
+        return self.client_attempts - 1
+
+    @classmethod
+    def from_proto(
+        cls, msg: pb.StreamEnd, *, client_attempts: int = 1, request_id: str = "", elapsed_ms: float = 0.0
+    ) -> StreamEnd:
+        return cls(
+            finish_reason=_name(_FINISH_REASONS, msg.finish_reason),
+            stop_reason=msg.stop_reason,
+            usage=Usage.from_proto(msg.usage),
+            attempts=tuple(Attempt.from_proto(a) for a in msg.attempts),
+            latency_ms=msg.latency_ms,
+            first_token_ms=msg.first_token_ms,
+            client_attempts=client_attempts,
+            request_id=request_id,
+            elapsed_ms=elapsed_ms,
+        )
+
+
+StreamEvent: TypeAlias = StreamStart | TextDelta | ToolCall | StreamEnd
+"""One event of :meth:`GatewayClient.stream`: start, text delta, tool call (whole), end."""
+
+
+def event_from_proto(
+    msg: pb.GenerateStreamResponse, *, client_attempts: int = 1, request_id: str = "", elapsed_ms: float = 0.0
+) -> StreamEvent | None:
+    """The typed event of one stream message (None for a kind this client does not know)."""
+    kind = msg.WhichOneof("event")
+    if kind == "start":
+        return StreamStart(msg.start.provider, msg.start.model, msg.start.request_id or request_id)
+    if kind == "delta":
+        delta = msg.delta
+        which = delta.WhichOneof("delta")
+        if which == "text":
+            return TextDelta(delta.index, delta.text)
+        if which == "tool_use":
+            return tool_call_from_proto(delta.tool_use, delta.index)
+        return None
+    if kind == "end":
+        return StreamEnd.from_proto(
+            msg.end, client_attempts=client_attempts, request_id=request_id, elapsed_ms=elapsed_ms
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,10 +390,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def to_jsonable(result: Any) -> Any:
-    """A result dataclass as JSON-ready dicts and lists (datetimes as ISO 8601)."""
+    """A result dataclass (or stream event) as JSON-ready dicts and lists (datetimes as ISO 8601).
+
+    Stream events and content blocks carry their ``"type"`` ("start", "text", "tool_use", "end").
+    """
+    if isinstance(result, ToolCall):
+        return _jsonable(block_to_dict(result))
     data = asdict(result)
     if isinstance(result, GenerateResult):
         data["retries"] = result.retries
+        data["blocks"] = [block_to_dict(b) for b in result.blocks]
     elif isinstance(result, HealthReport):
         data["healthy"] = result.healthy
+    elif isinstance(result, StreamStart | TextDelta | StreamEnd):
+        data = {"type": result.type, **data}
+        if isinstance(result, StreamEnd):
+            data["retries"] = result.retries
     return _jsonable(data)

@@ -218,3 +218,82 @@ async def test_python_dash_m(fault_server: FaultServer, refused_address: str) ->
     code, out, err = await spawn(sys.executable, "-m", "orchestrator_client", "--target", refused_address,
                                  "--max-retries", "1", "health")
     assert code == 5 and "UNAVAILABLE" in err
+
+
+# ---------------------------------------------------------------------- generate --stream
+
+
+class _FlushCounter(io.StringIO):
+    """stdout that records what had been written at each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[str] = []
+
+    def flush(self) -> None:
+        self.flushed.append(self.getvalue())
+        super().flush()
+
+
+async def test_generate_stream_prints_deltas_as_they_arrive(
+    fault: FaultServicer, fault_server: FaultServer
+) -> None:
+    from .fault_server import Reply
+
+    fault.then(Reply("one two three"))
+    out, err = _FlushCounter(), io.StringIO()
+    code = await asyncio.to_thread(cli.main, ["--target", fault_server.address, "generate", "--stream", "count",
+                                              "--request-id", "req-s"], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    assert out.getvalue() == "one two three\n"
+    flushed = out.flushed  # flushed after each delta
+    assert flushed.index("one") < flushed.index("one two") < flushed.index("one two three")
+    summary = err.getvalue()
+    assert summary.startswith("-- provider=fault model=fault-model-1 finish=end_turn tokens=7+3")
+    assert "first_token=0.2ms" in summary and "attempts=1 request_id=req-s" in summary
+    assert fault.calls_to("GenerateStream")[0].request.messages[0].content == "count"
+
+
+async def test_generate_stream_json_lines(fault: FaultServicer, fault_server: FaultServer) -> None:
+    code, out, err = await run("--target", fault_server.address, "--json", "generate", "--stream", "x")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["type"] for line in lines] == ["start", "text", "end"]
+    assert lines[0]["provider"] == "fault" and lines[1] == {"type": "text", "index": 0, "text": "100"}
+    assert lines[2]["finish_reason"] == "end_turn" and lines[2]["client_attempts"] == 1
+    assert lines[2]["attempts"][0]["provider"] == "fault" and err == ""
+
+
+async def test_generate_stream_retries_before_the_first_event(
+    fault: FaultServicer, fault_server: FaultServer
+) -> None:
+    fault.fail(1, C.UNAVAILABLE)
+    code, out, err = await run("--target", fault_server.address, "--retry-delay", "0.01", "generate", "--stream",
+                               "x")
+    assert code == 0 and out == "100\n"
+    assert "WARNING Gateway connection error (attempt 1/3): UNAVAILABLE" in err and "attempts=2" in err
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+async def test_generate_stream_interrupted_exits_5(
+    as_json: bool, fault: FaultServicer, fault_server: FaultServer
+) -> None:
+    from .fault_server import Interrupt
+
+    fault.then(Interrupt(after=2))
+    code, out, err = await run("--target", fault_server.address, *(["--json"] if as_json else []),
+                               "generate", "--stream", "x")
+    assert code == 5 and fault.count == 1
+    if as_json:
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert [line.get("type") for line in lines[:-1]] == ["start", "text", "text"]
+        assert lines[-1]["error"]["reason"] == "STREAM_INTERRUPTED" and lines[-1]["error"]["attempts"] == 1
+    else:
+        assert out == "one two\n"  # the partial text, its line closed
+        assert "gatewayctl: error: UNAVAILABLE" in err and "STREAM_INTERRUPTED" in err
+
+
+async def test_generate_stream_refused_exits_3(fault: FaultServicer, fault_server: FaultServer) -> None:
+    fault.fail(1, C.INVALID_ARGUMENT, message="bad", reason="INVALID_ARGUMENT")
+    code, out, err = await run("--target", fault_server.address, "generate", "--stream", "x")
+    assert code == 3 and out == "" and "INVALID_ARGUMENT: bad" in err
