@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 from gateway_server import __version__
 from gateway_server.errors import GatewayError
 from gateway_server.health import HealthMonitor
-from gateway_server.providers import Provider
+from gateway_server.providers import Provider, ProviderRequest
 from gateway_server.providers.base import TextDelta, TextPart, ToolUseDelta, ToolUsePart
 from gateway_server.router import Router, StreamStarted
 from gateway_server.settings import GatewaySettings
@@ -85,39 +85,50 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                                 trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
         return request_id
 
+    def _prepare(self, request: pb.GenerateRequest, token: str,
+                 context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ProviderRequest, float | None]:
+        """Authorize, validate and resolve the deadline (an event-loop time), or raise GatewayError."""
+        self._authorize(token)
+        provider_request = validate_generate(request, self._limits, self._max_request_bytes)
+        self._router.check_target(request.provider, request.model)
+        remaining = context.time_remaining()
+        return provider_request, None if remaining is None else asyncio.get_running_loop().time() + remaining
+
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str, request: pb.GenerateRequest,
+                     err: GatewayError | None, started: float) -> None:
+        """End the call with the error's status and details; None: a gateway bug (INTERNAL, no traceback)."""
+        if err is None:
+            log.exception("request_id=%s outcome=bug: unexpected failure", request_id)
+            err = GatewayError(grpc.StatusCode.INTERNAL, "INTERNAL",
+                               f"internal gateway error (request_id {request_id})")
+        else:
+            self._log_failure(request_id, request, err, started)
+        await context.abort(err.code, err.message,
+                            trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
+
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateResponse]
     ) -> pb.GenerateResponse:
         started = time.perf_counter()
         request_id, token = _caller(context)
         try:
-            self._authorize(token)
-            provider_request = validate_generate(request, self._limits, self._max_request_bytes)
-            self._router.check_target(request.provider, request.model)
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+            provider_request, deadline = self._prepare(request, token, context)
             result = await self._router.generate(provider_request, provider=request.provider,
                                                  model=request.model, deadline=deadline)
         except GatewayError as err:
-            self._log_failure(request_id, request, err, started)
-            await context.abort(err.code, err.message,
-                                trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
+            await self._abort(context, request_id, request, err, started)
             raise  # unreachable: abort raises
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception:
-            log.exception("request_id=%s outcome=bug: unexpected failure", request_id)
-            await context.abort(grpc.StatusCode.INTERNAL,
-                                f"internal gateway error (request_id {request_id})",
-                                trailing_metadata=((REQUEST_ID_HEADER, request_id),))
+            await self._abort(context, request_id, request, None, started)
             raise
         r = result.response
         latency_ms = (time.perf_counter() - started) * 1000
         total = r.input_tokens + r.output_tokens
-        path = ">".join(a.provider for a in result.attempts if a.outcome != pb.ATTEMPT_OUTCOME_SKIPPED)
         fallback_note = f" (fallback from {result.attempts[0].provider})" if len(result.attempts) > 1 else ""
         log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                 "path=%s%s%s", request_id, result.provider, r.model, total, latency_ms, path,
+                 "path=%s%s%s", request_id, result.provider, r.model, total, latency_ms, _path(result.attempts),
                  _metadata_suffix(request.metadata), fallback_note)
         return pb.GenerateResponse(
             content=r.content, model=r.model, provider=result.provider,
@@ -133,13 +144,9 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         started = time.perf_counter()
         request_id, token = _caller(context)
-        started_event: StreamStarted | None = None
+        head: StreamStarted | None = None
         try:
-            self._authorize(token)
-            provider_request = validate_generate(request, self._limits, self._max_request_bytes)
-            self._router.check_target(request.provider, request.model)
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+            provider_request, deadline = self._prepare(request, token, context)
             async for item in self._router.stream(provider_request, provider=request.provider,
                                                   model=request.model, deadline=deadline):
                 if isinstance(item, TextDelta):
@@ -148,39 +155,32 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                     yield pb.GenerateStreamResponse(delta=pb.ContentDelta(
                         index=item.index, tool_use=_tool_use(item.tool_use)))
                 elif isinstance(item, StreamStarted):
-                    started_event = item
+                    head = item
                     yield pb.GenerateStreamResponse(start=pb.StreamStart(
                         provider=item.provider, model=item.model, request_id=request_id))
-                elif started_event is not None:  # StreamDone
+                elif head is not None:  # StreamDone
                     total = item.input_tokens + item.output_tokens
                     latency_ms = (time.perf_counter() - started) * 1000
                     log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                             "first_token_ms=%.2f path=%s%s", request_id, started_event.provider, item.model,
-                             total, latency_ms, started_event.first_token_ms,
-                             ">".join(a.provider for a in started_event.attempts
-                                      if a.outcome != pb.ATTEMPT_OUTCOME_SKIPPED),
+                             "first_token_ms=%.2f path=%s%s", request_id, head.provider, item.model, total,
+                             latency_ms, head.first_token_ms, _path(head.attempts),
                              _metadata_suffix(request.metadata))
                     yield pb.GenerateStreamResponse(end=pb.StreamEnd(
                         finish_reason=item.finish_reason, stop_reason=item.stop_reason,
                         usage=pb.Usage(input_tokens=item.input_tokens, output_tokens=item.output_tokens,
                                        total_tokens=total),
-                        attempts=started_event.attempts, latency_ms=latency_ms,
-                        first_token_ms=started_event.first_token_ms))
+                        attempts=head.attempts, latency_ms=latency_ms, first_token_ms=head.first_token_ms))
         except GatewayError as err:
-            if started_event is not None and not err.attempts:
-                err.attempts = started_event.attempts
-            self._log_failure(request_id, request, err, started)
-            await context.abort(err.code, err.message,
-                                trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
+            if head is not None and not err.attempts:
+                err.attempts = head.attempts
+            await self._abort(context, request_id, request, err, started)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception:
-            log.exception("request_id=%s outcome=bug: unexpected failure", request_id)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal gateway error (request_id {request_id})",
-                                trailing_metadata=((REQUEST_ID_HEADER, request_id),))
+            await self._abort(context, request_id, request, None, started)
 
     def _log_failure(self, request_id: str, request: pb.GenerateRequest, err: GatewayError, started: float) -> None:
-        path = ">".join(a.provider for a in err.attempts if a.outcome != pb.ATTEMPT_OUTCOME_SKIPPED)
+        path = _path(err.attempts)
         level = logging.WARNING if err.attempts else logging.INFO
         log.log(level, "Request failed: request_id=%s code=%s reason=%s latency_ms=%.2f path=%s%s: %s",
                 request_id, err.code.name, err.reason, (time.perf_counter() - started) * 1000, path or "-",
@@ -232,6 +232,11 @@ def _block(part: TextPart | ToolUsePart) -> pb.ContentBlock:
     if isinstance(part, TextPart):
         return pb.ContentBlock(text=pb.TextBlock(text=part.text))
     return pb.ContentBlock(tool_use=_tool_use(part))
+
+
+def _path(attempts: list[pb.Attempt]) -> str:
+    """The providers actually called, in order: "anthropic>bedrock"."""
+    return ">".join(a.provider for a in attempts if a.outcome != pb.ATTEMPT_OUTCOME_SKIPPED)
 
 
 def _metadata_suffix(metadata: Mapping[str, str]) -> str:

@@ -204,3 +204,21 @@ async def test_api_keys_when_configured(gateway_factory, stub_for) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         check = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert check.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_gateway_bug_is_internal_with_the_request_id_and_no_traceback(
+        gateway_factory, stub_for, caplog: pytest.LogCaptureFixture) -> None:
+    app = await gateway_factory(mock_config())
+    stub = await stub_for(app)
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    app.providers["mock"].generate = broken  # type: ignore[method-assign]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(ask(), metadata=(("x-request-id", "bug-1"),), timeout=5)
+    details = error_details(info.value)
+    assert details.code == grpc.StatusCode.INTERNAL
+    assert details.message == "internal gateway error (request_id bug-1)"
+    assert "secret internals" not in str(info.value) and "Traceback" not in str(info.value)
+    assert "secret internals" in caplog.text  # the operator sees it in the log
