@@ -16,8 +16,9 @@ class ModelResolver:
             for model_id in mapping.values():
                 self._alias_of_id.setdefault(model_id, alias)
 
-    def is_alias(self, model: str) -> bool:
-        return model in self._aliases
+    def knows(self, model: str) -> bool:
+        """An alias, or a model id some alias maps to."""
+        return model in self._aliases or model in self._alias_of_id
 
     def resolve(self, requested: str, provider: str, *, default_model: str, provider_models: tuple[str, ...],
                 first: bool) -> str:
@@ -25,18 +26,19 @@ class ModelResolver:
 
         - nothing requested: the provider's default model;
         - an alias: the alias's id for this provider, else the provider's default;
-        - a concrete id on the provider the request chose: as asked;
-        - a concrete id on a fallback provider: kept if that provider lists it, translated through
-          the alias it belongs to, else the provider's default model.
+        - an id the provider lists: as asked;
+        - an id of an alias (another provider's id, say): translated through that alias;
+        - any other id: as asked on the provider the request chose (it decides), else the
+          fallback provider's default model.
         """
         if not requested:
             return default_model
         mapping = self._aliases.get(requested)
         if mapping is not None:
             return mapping.get(provider, default_model)
-        if first or requested in provider_models:
+        if requested in provider_models:
             return requested
         alias = self._alias_of_id.get(requested)
         if alias is not None:
             return self._aliases[alias].get(provider, default_model)
-        return default_model
+        return requested if first else default_model

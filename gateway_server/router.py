@@ -104,7 +104,7 @@ class Router:
             raise GatewayError(grpc.StatusCode.NOT_FOUND, "UNKNOWN_PROVIDER",
                                f"provider: '{provider}' is not a configured provider "
                                f"({', '.join(self._providers)})", field="provider")
-        if model and not self._models.is_alias(model):
+        if model and not self._models.knows(model):
             first = self._providers[provider or self.default_provider]
             if first.models and model not in first.models:
                 raise GatewayError(grpc.StatusCode.NOT_FOUND, "UNKNOWN_MODEL",

@@ -412,3 +412,15 @@ async def test_fallback_is_logged_as_the_seed_shows(gateway_factory, stub_for, a
     line = next(m for m in infos if m.startswith("Generated response:"))
     assert "request_id=trace-42" in line and "provider=bedrock" in line and "path=anthropic>bedrock" in line
     assert "tokens=" in line and "latency_ms=" in line
+
+
+async def test_another_providers_model_id_is_translated_for_the_chosen_one(gateway_factory, stub_for,
+                                                                         anthropic_emu, bedrock_emu) -> None:
+    cfg = config(anthropic_emu, bedrock_emu, anthropic={"models": [CLAUDE]})
+    stub = await stub_for(await gateway_factory(cfg))
+    response = await stub.Generate(ask(model=BEDROCK_CLAUDE), timeout=10)
+    assert (response.provider, response.model) == ("anthropic", CLAUDE)
+    assert anthropic_emu.requests[-1].json["model"] == CLAUDE
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(ask(model="claude-unknown"), timeout=10)
+    assert error_details(info.value).reason == "UNKNOWN_MODEL"

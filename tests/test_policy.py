@@ -93,6 +93,8 @@ ALIASES = {"sonnet": {"anthropic": "claude-sonnet", "bedrock": "anthropic.claude
         ("claude-sonnet", "bedrock", False, (), "anthropic.claude-sonnet-v1:0"),
         ("some-model", "bedrock", False, ("some-model",), "some-model"),
         ("unknown-model", "bedrock", False, ("other",), "default"),
+        ("unknown-model", "bedrock", True, (), "unknown-model"),
+        ("anthropic.claude-sonnet-v1:0", "anthropic", True, ("claude-sonnet",), "claude-sonnet"),
     ],
 )
 def test_model_resolution(requested: str, provider: str, first: bool, models: tuple[str, ...],
