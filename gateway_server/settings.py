@@ -41,7 +41,7 @@ class ProviderSettings(_Strict):
 
     enabled: bool = True
     # The seed's Bedrock entry spells it `model_id`; both are accepted.
-    default_model: str = Field("", validation_alias=AliasChoices("default_model", "model_id"))
+    default_model: str = Field(validation_alias=AliasChoices("default_model", "model_id"), min_length=1)
     models: list[str] = Field(default_factory=list)
     timeout: float = Field(60.0, gt=0, description="Seconds one call to this provider may take.")
     max_retries: int = Field(2, ge=0, le=10, description="Re-tries of this provider on fast transient failures.")
@@ -69,6 +69,7 @@ class BedrockProviderConfig(ProviderSettings):
 
 class MockProviderConfig(ProviderSettings):
     type: Literal["mock"]
+    default_model: str = Field("mock-1", validation_alias=AliasChoices("default_model", "model_id"), min_length=1)
     latency_ms: float = Field(0.0, ge=0)
     # Failure injection: the first `fail_times` calls fail with `fail_with` (-1: every call).
     fail_with: (

@@ -71,6 +71,7 @@ BAD_CONFIGS = [
     ("default_provider: a\nproviders:\n  a:\n    type: mock\n    timeoutt: 3\n", "providers.a.timeoutt: unknown key"),
     ("default_provider: a\nproviders:\n  a:\n    type: mock\nport: lots\n", "port"),
     ("- just\n- a list\n", "top level must be a mapping"),
+    ("default_provider: a\nproviders:\n  a:\n    type: anthropic\n", "providers.a.default_model: Field required"),
 ]
 
 

@@ -153,9 +153,9 @@ class Provider(abc.ABC):
 
     type: str = ""
 
-    def __init__(self, name: str, cfg: ProviderSettings, *, region: str = "", default_model: str = "") -> None:
+    def __init__(self, name: str, cfg: ProviderSettings, *, region: str = "") -> None:
         self.name = name
-        self.default_model = default_model or cfg.default_model
+        self.default_model = cfg.default_model
         self.models = tuple(cfg.models)
         self.timeout = cfg.timeout
         self.first_token_timeout = cfg.first_token_timeout or cfg.timeout

@@ -69,7 +69,7 @@ class MockProvider(Provider):
     type = "mock"
 
     def __init__(self, name: str, cfg: MockProviderConfig) -> None:
-        super().__init__(name, cfg, default_model=cfg.default_model or "mock-1")
+        super().__init__(name, cfg)
         self._latency = cfg.latency_ms / 1000
         self._failure = _FAILURES[cfg.fail_with] if cfg.fail_with else None
         self._fail_left = cfg.fail_times
