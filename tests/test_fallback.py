@@ -54,7 +54,8 @@ def config(anthropic_emu: AnthropicEmulator, bedrock_emu: BedrockEmulator, *, fi
         },
         "model_aliases": {"sonnet": {"anthropic": CLAUDE, "bedrock": BEDROCK_CLAUDE}},
         "fallback": {"enabled": True, "fallback_order": order, "max_fallback_attempts": 2},
-        "health_check": {"interval": 3600},
+        # No background probes: they would race with the requests the tests inspect.
+        "health_check": {"enabled": False},
         "server": {"retry_backoff": 0.01},
     }
     cfg.update(overrides)
@@ -372,8 +373,7 @@ async def test_a_concrete_model_id_is_translated_for_the_fallback(gateway_factor
 
 
 async def test_health_from_probes_and_real_traffic(gateway_factory, stub_for, anthropic_emu, bedrock_emu) -> None:
-    # No background probes: this test runs them itself.
-    app = await gateway_factory(config(anthropic_emu, bedrock_emu, health_check={"enabled": False}))
+    app = await gateway_factory(config(anthropic_emu, bedrock_emu))  # it runs the probes itself
     stub = await stub_for(app)
     bedrock_emu.inject(Fault.status(500), times=1, on="probe")
     await app.health.probe_all()
