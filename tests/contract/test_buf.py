@@ -196,3 +196,161 @@ def test_baseline_records_the_current_contract(buf: str, tmp_path: Path) -> None
             f"{BASELINE.relative_to(REPO)} does not record the current contract: run "
             "scripts/lint.sh --update-baseline and commit the baseline with the .proto change"
         )
+
+
+# The baseline's own history. Refreshing the baseline in the same commit as a breaking .proto edit
+# satisfies the check against the current baseline; scripts/lint.sh therefore also checks the baseline
+# against every earlier committed version of it (issue 5: a renumbered or retyped field fails the build).
+
+_GIT_IDENTITY = ("-c", "user.name=Lint Test", "-c", "user.email=lint@example.invalid", "-c", "commit.gpgsign=false")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without GIT_* (a hook's GIT_DIR would point git at another repository)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.pop("ALLOW_BREAKING_CHANGE", None)
+    env.update(extra)
+    return env
+
+
+def _git(workspace: Path, *args: str) -> Run:
+    result = run("git", *_GIT_IDENTITY, *args, cwd=workspace, env=_clean_env())
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.output}"
+    return result
+
+
+def _commit_all(workspace: Path, message: str) -> None:
+    _git(workspace, "add", "-A")  # a throwaway repository in tmp_path, never the project's
+    _git(workspace, "commit", "-q", "-m", message)
+
+
+def _update_baseline(buf: str, workspace: Path) -> None:
+    result = run(
+        "bash", workspace / "scripts" / "lint.sh", "--update-baseline", cwd=workspace, env=_clean_env(BUF=buf)
+    )
+    assert result.returncode == 0, result.output
+
+
+def _lint_buf(buf: str, workspace: Path, **extra: str) -> Run:
+    return run("bash", workspace / "scripts" / "lint.sh", "buf", cwd=workspace, env=_clean_env(BUF=buf, **extra))
+
+
+@pytest.fixture
+def git_workspace(buf: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A git repository holding a copy of the contract, its baseline, buf.yaml and the lint scripts,
+    with one commit; returns (workspace, contract file)."""
+    if shutil.which("git") is None:
+        pytest.skip("git not found on PATH: the baseline history check reads the baseline's git history")
+    workspace = tmp_path / "repo"
+    workspace.mkdir()
+    proto = copy_workspace(workspace)
+    _git(workspace, "init", "-q")
+    _commit_all(workspace, "contract")
+    first = _lint_buf(buf, workspace)
+    assert first.returncode == 0, first.output
+    assert "compatible with the 0 earlier committed version(s)" in first.output, first.output
+    return workspace, proto
+
+
+BREAKING_EDITS = {
+    "renumbered": ("int32 max_tokens = 5;", "int32 max_tokens = 15;", "FIELD_NO_DELETE"),
+    "retyped": ("int32 max_tokens = 5;", "int64 max_tokens = 5;", "FIELD_SAME_TYPE"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BREAKING_EDITS))
+def test_lint_script_fails_on_breaking_change_with_refreshed_baseline(
+    buf: str, git_workspace: tuple[Path, Path], kind: str
+) -> None:
+    """A breaking edit committed together with a refreshed baseline fails, naming the field and the rule."""
+    workspace, proto = git_workspace
+    pattern, replacement, rule = BREAKING_EDITS[kind]
+    edit(proto, re.escape(pattern), replacement)
+    _update_baseline(buf, workspace)
+    _commit_all(workspace, f"{kind} max_tokens, baseline refreshed")
+    result = _lint_buf(buf, workspace)
+    assert result.returncode != 0, f"lint accepted a {kind} field with a refreshed baseline:\n{result.output}"
+    assert "lint: FAILED: buf" in result.output
+    # The current baseline records the edit, so only the history check can catch it.
+    assert "does not record" not in result.output
+    assert "baseline history: breaking changes against the baseline of" in result.output, result.output
+    assert 'with name "max_tokens" on message "GenerateRequest"' in result.output, result.output
+    assert f"[{rule}]" in result.output, result.output
+    assert "ALLOW_BREAKING_CHANGE=1" in result.output  # the way out is named
+    assert "WARNING" not in result.output
+
+
+def test_lint_script_fails_on_uncommitted_baseline_refresh(buf: str, git_workspace: tuple[Path, Path]) -> None:
+    """Before the commit, too: the working-tree baseline is checked against the committed ones."""
+    workspace, proto = git_workspace
+    edit(proto, r"int32 max_tokens = 5;", "int32 max_tokens = 15;")
+    _update_baseline(buf, workspace)
+    result = _lint_buf(buf, workspace)
+    assert result.returncode != 0, result.output
+    assert 'with name "max_tokens" on message "GenerateRequest"' in result.output, result.output
+
+
+def test_allow_breaking_change_accepts_a_deliberate_break(buf: str, git_workspace: tuple[Path, Path]) -> None:
+    """ALLOW_BREAKING_CHANGE=1 lets a deliberate break pass, loudly; without it the break still fails."""
+    workspace, proto = git_workspace
+    edit(proto, r"int32 max_tokens = 5;", "int32 max_tokens = 15;")
+    _update_baseline(buf, workspace)
+    _commit_all(workspace, "renumber max_tokens (deliberate)")
+    allowed = _lint_buf(buf, workspace, ALLOW_BREAKING_CHANGE="1")
+    assert allowed.returncode == 0, allowed.output
+    assert "lint: OK: buf" in allowed.output
+    assert "WARNING: ALLOW_BREAKING_CHANGE=1: accepting BREAKING CHANGES" in allowed.output, allowed.output
+    assert 'with name "max_tokens" on message "GenerateRequest"' in allowed.output, allowed.output
+    # Only "1" opts in; and the earlier version stays in the history, so the next run needs it again.
+    for value in ("", "0", "yes"):
+        refused = _lint_buf(buf, workspace, ALLOW_BREAKING_CHANGE=value)
+        assert refused.returncode != 0, f"ALLOW_BREAKING_CHANGE={value!r}: {refused.output}"
+        assert "WARNING" not in refused.output
+
+
+def test_lint_script_accepts_added_field_with_refreshed_baseline(
+    buf: str, git_workspace: tuple[Path, Path]
+) -> None:
+    """Additions are compatible: a new field with its baseline refresh, committed, passes."""
+    workspace, proto = git_workspace
+    edit(
+        proto,
+        r"map<string, string> metadata = 9;\n",
+        "map<string, string> metadata = 9;\n  // A new field.\n  string test_addition = 99;\n",
+    )
+    _update_baseline(buf, workspace)
+    _commit_all(workspace, "add GenerateRequest.test_addition")
+    result = _lint_buf(buf, workspace)
+    assert result.returncode == 0, result.output
+    assert "compatible with the 1 earlier committed version(s)" in result.output, result.output
+    assert "WARNING" not in result.output
+
+
+def test_lint_script_without_history_checks_the_current_baseline_only(
+    buf: str, git_workspace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A shallow clone (or a copy outside git) lacks the earlier baselines: lint says so and falls back."""
+    workspace, proto = git_workspace
+    edit(proto, r"int32 max_tokens = 5;", "int32 max_tokens = 15;")
+    _update_baseline(buf, workspace)
+    _commit_all(workspace, "renumber max_tokens")
+    shallow = tmp_path / "shallow"
+    cloned = run(
+        "git", "clone", "-q", "--depth", "1", workspace.as_uri(), shallow, cwd=tmp_path, env=_clean_env()
+    )
+    assert cloned.returncode == 0, cloned.output
+    result = _lint_buf(buf, shallow)
+    assert result.returncode == 0, result.output
+    assert "baseline history: shallow clone" in result.output, result.output
+    assert "checking against the current baseline only" in result.output
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    copy_workspace(plain)
+    result = _lint_buf(buf, plain)
+    assert result.returncode == 0, result.output
+    # (Were tmp_path inside some git work tree, the copy would be untracked there: no versions either.)
+    assert (
+        "baseline history: not a git repository" in result.output
+        or "has no committed versions yet" in result.output
+    ), result.output
