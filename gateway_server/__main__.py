@@ -1,5 +1,3 @@
-import sys
+from gateway_server.cli import run
 
-from gateway_server.cli import main
-
-sys.exit(main())
+run()

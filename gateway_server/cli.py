@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -63,3 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def run() -> None:
+    """Console-script entry point. After the drain the process ends at once: a blocking provider
+    call still stuck in a worker thread (boto3, until its read timeout) must not hold the exit
+    past the grace period."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

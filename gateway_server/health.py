@@ -65,18 +65,29 @@ class HealthMonitor:
         await asyncio.gather(*(self._probe(p) for p in usable))
 
     async def _probe(self, provider: Provider) -> None:
+        started_at = time.time()
         start = time.perf_counter()
         try:
-            await provider.probe(self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await provider.probe(self._timeout)
+        except TimeoutError:
+            error = f"timeout: no answer to the health probe within {self._timeout:g}s"
         except ProviderError as exc:
-            self.record_failure(provider.name, str(exc), (time.perf_counter() - start) * 1000)
-            log.warning("Health probe of provider '%s' failed: %s", provider.name, exc)
+            error = str(exc)
         except Exception as exc:  # a probe must never kill the loop
-            self.record_failure(provider.name, f"probe failed ({type(exc).__name__})",
-                                (time.perf_counter() - start) * 1000)
             log.exception("Health probe of provider '%s' crashed", provider.name)
+            error = f"probe failed ({type(exc).__name__})"
         else:
-            self.record_success(provider.name, (time.perf_counter() - start) * 1000)
+            error = ""
+        # Real traffic that finished while the probe was out is newer news: keep it.
+        if self.states[provider.name].checked_at > started_at:
+            return
+        latency_ms = (time.perf_counter() - start) * 1000
+        if error:
+            log.warning("Health probe of provider '%s' failed: %s", provider.name, error)
+            self.record_failure(provider.name, error, latency_ms)
+        else:
+            self.record_success(provider.name, latency_ms)
 
     # Real traffic updates the same state (cheap: a few attribute writes).
     def record_success(self, name: str, latency_ms: float) -> None:
@@ -86,10 +97,11 @@ class HealthMonitor:
         state.last_error = ""
         state.checked_at = time.time()
 
-    def record_failure(self, name: str, error: str, latency_ms: float) -> None:
+    def record_failure(self, name: str, error: str, latency_ms: float | None) -> None:
         state = self.states[name]
         state.status = pb.PROVIDER_STATUS_UNHEALTHY
-        state.latency_ms = latency_ms
+        if latency_ms is not None:
+            state.latency_ms = latency_ms
         state.last_error = error
         state.checked_at = time.time()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -126,7 +126,7 @@ class Router:
         return RouteResult(response=response, provider=name, attempts=attempts)
 
     async def stream(self, request: ProviderRequest, *, provider: str, model: str,
-                     deadline: float | None) -> AsyncIterator[StreamStarted | StreamEvent]:
+                     deadline: float | None) -> AsyncGenerator[StreamStarted | StreamEvent, None]:
         """Stream through the chain: fall back until the first content event, never after it.
 
         Yields one StreamStarted, the provider's content events, then its StreamDone. A failure after
@@ -136,7 +136,7 @@ class Router:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
 
-        async def call(p: Provider, target_model: str, timeout: float) -> tuple[AsyncIterator[StreamEvent],
+        async def call(p: Provider, target_model: str, timeout: float) -> tuple[AsyncGenerator[StreamEvent, None],
                                                                                    StreamEvent]:
             upstream = p.stream(request, target_model, timeout)
             try:
@@ -144,7 +144,7 @@ class Router:
             except StopAsyncIteration:
                 raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "empty stream") from None
             except BaseException:
-                await upstream.aclose()  # type: ignore[attr-defined]
+                await upstream.aclose()
                 raise
 
         (upstream, event), name, attempts = await self._run_chain(
@@ -179,10 +179,10 @@ class Router:
                         ErrorKind.TIMEOUT, f"stream took longer than {p.stream_timeout:g}s")) from None
                 except ProviderError as exc:
                     if policy.counts_against_health(exc.kind):
-                        self._health.record_failure(name, str(exc), 0.0)
+                        self._health.record_failure(name, str(exc), None)
                     raise self._interrupted(name, events, chars, exc) from exc
         finally:
-            await upstream.aclose()  # type: ignore[attr-defined]
+            await upstream.aclose()
 
     def _interrupted(self, name: str, events: int, chars: int, error: ProviderError) -> GatewayError:
         log.warning("Provider '%s' failed mid-stream after %d events (%d characters): %s",
@@ -203,10 +203,15 @@ class Router:
         attempts: list[pb.Attempt] = []
         errors: list[ProviderError] = []
         tried = 0
+        last = len(chain) - 1
         for index, name in enumerate(chain):
             p = self._providers[name]
             if tried >= self._max_providers:
-                break
+                # retry_original's extra try of the first provider comes on top of max_fallback_attempts.
+                if not (self._retry_original and tried):
+                    break
+                if index != last:
+                    continue
             if not p.usable:
                 why = "disabled" if not p.enabled else "unconfigured"
                 attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
@@ -245,15 +250,20 @@ class Router:
                     error = ProviderError(ErrorKind.TIMEOUT, f"no answer within {timeout:.3f}s")
                 except ProviderError as exc:
                     error = exc
+                except Exception as exc:  # a provider bug or an SDK surprise: still the provider's failure
+                    log.exception("Provider '%s' raised an unclassified %s", name, type(exc).__name__)
+                    error = ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
                 else:
                     latency_ms = (time.perf_counter() - started) * 1000
                     self._health.record_success(name, (time.perf_counter() - call_started) * 1000)
                     attempts.append(pb.Attempt(provider=name, model=target_model,
                                                outcome=pb.ATTEMPT_OUTCOME_OK, latency_ms=latency_ms,
                                                retries=retries))
-                    if len(errors):
+                    if errors:
+                        failed = next(a.provider for a in reversed(attempts)
+                                      if a.outcome == pb.ATTEMPT_OUTCOME_ERROR)
                         log.info("FALLBACK SUCCESS: Provider '%s' succeeded after '%s' failed. "
-                                 "Attempt %d/%d, latency=%.2fms", name, attempts[0].provider, tried,
+                                 "Attempt %d/%d, latency=%.2fms", name, failed, tried,
                                  self._max_providers, latency_ms)
                     return result, name, attempts
 
@@ -275,7 +285,10 @@ class Router:
             attempts.append(self._failed(name, target_model, error, started, retries))
             if not policy.falls_back(error.kind, on_invalid_request=self._on_invalid):
                 break
-            upcoming = self._next_usable(chain, index) if tried < self._max_providers else None
+            if tried < self._max_providers:
+                upcoming = self._next_usable(chain, index)
+            else:
+                upcoming = chain[last] if self._retry_original and index != last else None
             if upcoming is not None:
                 log.warning("Provider '%s' failed (attempt %d/%d): %s. Trying fallback to '%s'...",
                             name, tried, self._max_providers, error, upcoming)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -147,29 +149,31 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         head: StreamStarted | None = None
         try:
             provider_request, deadline = self._prepare(request, token, context)
-            async for item in self._router.stream(provider_request, provider=request.provider,
-                                                  model=request.model, deadline=deadline):
-                if isinstance(item, TextDelta):
-                    yield pb.GenerateStreamResponse(delta=pb.ContentDelta(index=item.index, text=item.text))
-                elif isinstance(item, ToolUseDelta):
-                    yield pb.GenerateStreamResponse(delta=pb.ContentDelta(
-                        index=item.index, tool_use=_tool_use(item.tool_use)))
-                elif isinstance(item, StreamStarted):
-                    head = item
-                    yield pb.GenerateStreamResponse(start=pb.StreamStart(
-                        provider=item.provider, model=item.model, request_id=request_id))
-                elif head is not None:  # StreamDone
-                    total = item.input_tokens + item.output_tokens
-                    latency_ms = (time.perf_counter() - started) * 1000
-                    log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                             "first_token_ms=%.2f path=%s%s", request_id, head.provider, item.model, total,
-                             latency_ms, head.first_token_ms, _path(head.attempts),
-                             _metadata_suffix(request.metadata))
-                    yield pb.GenerateStreamResponse(end=pb.StreamEnd(
-                        finish_reason=item.finish_reason, stop_reason=item.stop_reason,
-                        usage=pb.Usage(input_tokens=item.input_tokens, output_tokens=item.output_tokens,
-                                       total_tokens=total),
-                        attempts=head.attempts, latency_ms=latency_ms, first_token_ms=head.first_token_ms))
+            # aclosing: a cancel while suspended at a yield closes the provider's stream right here.
+            async with contextlib.aclosing(self._router.stream(
+                    provider_request, provider=request.provider, model=request.model, deadline=deadline)) as items:
+                async for item in items:
+                    if isinstance(item, TextDelta):
+                        yield pb.GenerateStreamResponse(delta=pb.ContentDelta(index=item.index, text=item.text))
+                    elif isinstance(item, ToolUseDelta):
+                        yield pb.GenerateStreamResponse(delta=pb.ContentDelta(
+                            index=item.index, tool_use=_tool_use(item.tool_use)))
+                    elif isinstance(item, StreamStarted):
+                        head = item
+                        yield pb.GenerateStreamResponse(start=pb.StreamStart(
+                            provider=item.provider, model=item.model, request_id=request_id))
+                    elif head is not None:  # StreamDone
+                        total = item.input_tokens + item.output_tokens
+                        latency_ms = (time.perf_counter() - started) * 1000
+                        log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
+                                 "first_token_ms=%.2f path=%s%s", request_id, head.provider, item.model, total,
+                                 latency_ms, head.first_token_ms, _path(head.attempts),
+                                 _metadata_suffix(request.metadata))
+                        yield pb.GenerateStreamResponse(end=pb.StreamEnd(
+                            finish_reason=item.finish_reason, stop_reason=item.stop_reason,
+                            usage=pb.Usage(input_tokens=item.input_tokens, output_tokens=item.output_tokens,
+                                           total_tokens=total),
+                            attempts=head.attempts, latency_ms=latency_ms, first_token_ms=head.first_token_ms))
         except GatewayError as err:
             if head is not None and not err.attempts:
                 err.attempts = head.attempts
@@ -242,4 +246,5 @@ def _path(attempts: list[pb.Attempt]) -> str:
 def _metadata_suffix(metadata: Mapping[str, str]) -> str:
     if not metadata:
         return ""
-    return " metadata=" + ",".join(f"{k}={v}" for k, v in sorted(metadata.items()))
+    # JSON: a caller's newline or quote cannot forge a log line.
+    return " metadata=" + json.dumps(dict(sorted(metadata.items())), ensure_ascii=True, separators=(",", ":"))

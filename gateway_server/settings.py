@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 DEFAULT_CONFIG_PATH = "config/gateway.yaml"
 
@@ -250,3 +250,5 @@ def settings_from_mapping(data: dict[str, Any], *, source: str = "config", env_f
         return GatewaySettings(**data, _env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid config: {_format_error(exc)}") from None
+    except SettingsError as exc:  # e.g. an environment variable that is not valid JSON for a nested key
+        raise ConfigError(f"{source}: invalid environment: {exc}") from None

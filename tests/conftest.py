@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -75,6 +76,8 @@ async def stub_for() -> AsyncIterator[Callable[[GatewayApp], Awaitable[pb_grpc.M
     async def make(app: GatewayApp) -> pb_grpc.ModelGatewayStub:
         channel, stub = await open_stub(app)
         channels.append(channel)
+        # Connected before the test starts any clock: timing bounds measure calls, not connects.
+        await asyncio.wait_for(channel.channel_ready(), timeout=10)
         return stub
 
     yield make

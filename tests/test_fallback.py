@@ -18,6 +18,7 @@ from tests.helpers import ask, error_details
 ANTHROPIC_KEY = "sk-ant-test-9f8e7d6c5b4a"
 AWS_KEY_ID = "AKIDTESTGATEWAY"
 AWS_SECRET = "aws-secret-0123456789"
+AWS_SESSION_TOKEN = "aws-session-token-abcdef987654"
 CLAUDE = "claude-sonnet-5-5"
 BEDROCK_CLAUDE = "global.anthropic.claude-sonnet-5-5"
 
@@ -26,6 +27,7 @@ BEDROCK_CLAUDE = "global.anthropic.claude-sonnet-5-5"
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", AWS_SESSION_TOKEN)  # sent on every call: must not leak
 
 
 @pytest.fixture
@@ -275,11 +277,16 @@ async def test_all_credentials_rejected_is_failed_precondition_and_never_leaks_t
     assert (details.code, details.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_CREDENTIALS_REJECTED")
     listed = await stub.ListProviders(pb.ListProvidersRequest(), timeout=5)
     health = await stub.Health(pb.HealthRequest(), timeout=5)
-    for secret in ("sk-ant-WRONG-KEY-123", AWS_SECRET):
+    assert bedrock_emu.requests[-1].headers["x-amz-security-token"] == AWS_SESSION_TOKEN  # it was sent
+    # The gateway's own log lines (the SDKs' loggers are floored at WARNING by configure_logging, since
+    # botocore's DEBUG lines print request headers).
+    gateway_logs = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("gateway_server"))
+    assert "PROVIDER_CREDENTIALS_REJECTED" in gateway_logs
+    for secret in ("sk-ant-WRONG-KEY-123", AWS_SECRET, AWS_SESSION_TOKEN):
         assert secret not in details.message
         assert secret not in str(details.metadata)
         assert secret not in str(listed) and secret not in str(health)
-        assert secret not in caplog.text
+        assert secret not in gateway_logs
 
 
 async def test_unconfigured_provider_is_skipped(gateway_factory, stub_for, anthropic_emu, bedrock_emu) -> None:
@@ -424,3 +431,35 @@ async def test_another_providers_model_id_is_translated_for_the_chosen_one(gatew
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Generate(ask(model="claude-unknown"), timeout=10)
     assert error_details(info.value).reason == "UNKNOWN_MODEL"
+
+
+async def test_retry_original_tries_the_first_provider_again_at_the_end(gateway_factory, stub_for, anthropic_emu,
+                                                                        bedrock_emu) -> None:
+    stub = await stub_for(await gateway_factory(config(anthropic_emu, bedrock_emu, fallback={
+        "enabled": True, "fallback_order": ["anthropic", "bedrock"], "max_fallback_attempts": 2,
+        "retry_original": True})))
+    anthropic_emu.inject(Fault.status(429), times=1)  # rate limited once, fine on the second try
+    bedrock_emu.inject(Fault.status(500), times=None)
+    response = await stub.Generate(ask(), timeout=10)
+    assert response.provider == "anthropic"
+    assert [(a.provider, a.outcome) for a in response.attempts] == [
+        ("anthropic", pb.ATTEMPT_OUTCOME_ERROR), ("bedrock", pb.ATTEMPT_OUTCOME_ERROR),
+        ("anthropic", pb.ATTEMPT_OUTCOME_OK)]
+    assert anthropic_emu.model_calls == 2
+
+
+async def test_a_hung_bedrock_call_frees_its_thread_soon_after_the_deadline(gateway_factory, stub_for,
+                                                                           anthropic_emu, bedrock_emu) -> None:
+    # One worker thread: the second call can only run once the first call's thread is free again.
+    stub = await stub_for(await gateway_factory(config(
+        anthropic_emu, bedrock_emu, first="bedrock", fallback={"enabled": False},
+        bedrock={"timeout": 60, "executor_workers": 1})))
+    bedrock_emu.inject(Fault.hang(), times=1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(ask(), timeout=0.8)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    started = time.monotonic()
+    response = await stub.Generate(ask(), timeout=10)  # waits for the thread: ~1 s read-timeout tier, not 60 s
+    assert response.provider == "bedrock"
+    assert time.monotonic() - started < 5
+    assert await bedrock_emu.await_disconnect()

@@ -206,6 +206,23 @@ async def test_api_keys_when_configured(gateway_factory, stub_for) -> None:
         assert check.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_a_provider_raising_something_unexpected_is_its_failure_not_ours(
+        gateway_factory, stub_for, caplog: pytest.LogCaptureFixture) -> None:
+    app = await gateway_factory(mock_config(providers={"mock": {"type": "mock"}, "backup": {"type": "mock"}},
+                                            fallback={"enabled": True, "fallback_order": ["mock", "backup"]}))
+    stub = await stub_for(app)
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    app.providers["mock"].generate = broken  # type: ignore[method-assign]
+    response = await stub.Generate(ask(), timeout=5)
+    assert response.provider == "backup"
+    assert (response.attempts[0].reason, response.attempts[0].message) == (
+        "PROVIDER_ERROR", "unexpected provider failure (RuntimeError)")
+    assert "secret internals" in caplog.text  # the operator sees it in the log, the caller does not
+
+
 async def test_a_gateway_bug_is_internal_with_the_request_id_and_no_traceback(
         gateway_factory, stub_for, caplog: pytest.LogCaptureFixture) -> None:
     app = await gateway_factory(mock_config())
@@ -214,11 +231,12 @@ async def test_a_gateway_bug_is_internal_with_the_request_id_and_no_traceback(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret internals")
 
-    app.providers["mock"].generate = broken  # type: ignore[method-assign]
+    assert app.router is not None
+    app.router.generate = broken  # type: ignore[method-assign]
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Generate(ask(), metadata=(("x-request-id", "bug-1"),), timeout=5)
     details = error_details(info.value)
     assert details.code == grpc.StatusCode.INTERNAL
     assert details.message == "internal gateway error (request_id bug-1)"
     assert "secret internals" not in str(info.value) and "Traceback" not in str(info.value)
-    assert "secret internals" in caplog.text  # the operator sees it in the log
+    assert "secret internals" in caplog.text

@@ -93,3 +93,41 @@ async def test_no_attempt_starts_when_too_little_time_is_left(gateway_factory, s
     assert app.providers["mock"].calls == 0
     ok = await stub.Generate(ask(), timeout=5)
     assert ok.content == "100"
+
+
+async def test_sigterm_with_a_hung_bedrock_call_exits_within_the_grace_period(tmp_path: Path, monkeypatch) -> None:
+    from tests.emulators import BedrockEmulator, Fault
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSHUTDOWN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    with BedrockEmulator(access_key_id="AKIDSHUTDOWN") as emu:
+        emu.inject(Fault.hang(), times=None)
+        config = tmp_path / "gateway.yaml"
+        config.write_text(
+            "host: 127.0.0.1\nport: 0\ndefault_provider: bedrock\n"
+            f"providers:\n  bedrock:\n    type: bedrock\n    endpoint_url: {emu.endpoint_url}\n"
+            "    region: us-east-1\n    model_id: anthropic.test\n    timeout: 60\n"
+            "health_check:\n  enabled: false\nserver:\n  grace_period: 0.5\n")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway_server", "--config", str(config),
+            stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={**os.environ})
+        assert proc.stderr is not None
+        lines: list[str] = []
+        try:
+            port = int((await _read_until(proc.stderr, r"on 127\.0\.0\.1:(\d+)", lines)).group(1))
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.ModelGatewayStub(channel)
+                in_flight = asyncio.ensure_future(stub.Generate(ask(), timeout=60))
+                assert await emu.await_requests(1)
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(30):
+                    assert await proc.wait() == 0
+                elapsed = time.monotonic() - started
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await in_flight
+            assert elapsed < 3.0, f"exit took {elapsed:.1f}s after SIGTERM with a 0.5 s grace period"
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

@@ -299,15 +299,23 @@ def _peak_rss_kb(pid: int) -> int:
     return int(match.group(1))
 
 
+PROVIDER_YAML = {
+    "anthropic": "    type: anthropic\n    base_url: {url}\n    api_key: {key}\n    default_model: " + CLAUDE + "\n",
+    "bedrock": "    type: bedrock\n    endpoint_url: {url}\n    region: us-east-1\n"
+               "    model_id: " + BEDROCK_CLAUDE + "\n",
+}
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the gateway's memory")
-async def test_a_long_stream_keeps_gateway_memory_flat(emus, tmp_path: Path) -> None:
-    emu = emus["anthropic"]
+@pytest.mark.parametrize("provider", ["anthropic", "bedrock"])
+async def test_a_long_stream_keeps_gateway_memory_flat_even_for_a_slow_reader(
+        emus, tmp_path: Path, provider: str) -> None:
+    emu = emus[provider]
     config_file = tmp_path / "gateway.yaml"
     config_file.write_text(
-        f"host: 127.0.0.1\nport: 0\nlog_level: INFO\ndefault_provider: anthropic\n"
-        f"providers:\n  anthropic:\n    type: anthropic\n    base_url: {emu.base_url}\n"
-        f"    api_key: {emu.api_key}\n    default_model: {CLAUDE}\n"
-        f"health_check:\n  enabled: false\n")
+        f"host: 127.0.0.1\nport: 0\nlog_level: INFO\ndefault_provider: {provider}\nproviders:\n  {provider}:\n"
+        + PROVIDER_YAML[provider].format(url=emu.base_url, key=getattr(emu, "api_key", ""))
+        + "health_check:\n  enabled: false\n")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway_server", "--config",
                                                 str(config_file), stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
                                                 env={**os.environ})
@@ -323,17 +331,19 @@ async def test_a_long_stream_keeps_gateway_memory_flat(emus, tmp_path: Path) -> 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.ModelGatewayStub(channel)
 
-            async def stream_megabytes(megabytes: int) -> int:
+            async def stream_megabytes(megabytes: int, pause: float = 0.0) -> int:
                 emu.reply_text = "lorem-ipsum-" * 100  # 1.2 KB, one "word": max_tokens counts words
                 emu.stream_repeat = megabytes * 1000
                 received = 0
                 async for event in stub.GenerateStream(ask("long please", max_tokens=100_000), timeout=60):
+                    if received == 0 and pause:
+                        await asyncio.sleep(pause)  # a slow reader: the provider keeps sending meanwhile
                     received += len(event.delta.text)
                 return received
 
             assert await stream_megabytes(1) >= 1200 * 1000  # warm-up: pools, buffers, code paths
             baseline = _peak_rss_kb(proc.pid)
-            assert await stream_megabytes(8) >= 1200 * 8000
+            assert await stream_megabytes(8, pause=2.0) >= 1200 * 8000
             growth_kb = _peak_rss_kb(proc.pid) - baseline
         assert growth_kb < 4 * 1024, f"peak RSS grew by {growth_kb} kB for an 8 MB stream"
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anthropic
@@ -31,6 +31,7 @@ from gateway_server.providers.base import (
     ToolInputBuffer,
     ToolUseDelta,
     ToolUsePart,
+    tool_use_part,
 )
 from gateway_server.settings import AnthropicProviderConfig
 from modelgateway.v1 import model_gateway_pb2 as pb
@@ -104,7 +105,7 @@ def parse_message(message: Any, model: str) -> ProviderResponse:
         if kind == "text":
             parts.append(TextPart(block.text))
         elif kind == "tool_use":
-            parts.append(ToolUsePart(block.id, block.name, dict(block.input or {})))
+            parts.append(tool_use_part(block.id, block.name, block.input if block.input is not None else {}))
     text = "".join(p.text for p in parts if isinstance(p, TextPart))
     usage = getattr(message, "usage", None)
     stop_reason = getattr(message, "stop_reason", None) or ""
@@ -249,7 +250,7 @@ class AnthropicProvider(Provider):
         except Exception as exc:  # every SDK failure is classified; nothing escapes raw
             raise classify(exc) from exc
 
-    async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
         client = self._require_client()
         try:
             upstream = await client.messages.create(**build_params(request, model), stream=True, timeout=timeout)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from google.protobuf import struct_pb2
 
 from gateway_server.errors import ErrorKind, ProviderError
 from gateway_server.settings import ProviderSettings
@@ -34,6 +36,17 @@ class ToolUsePart:
     id: str
     name: str
     input: dict[str, Any]
+
+
+def tool_use_part(id: str, name: str, value: Any) -> ToolUsePart:
+    """A provider's tool call, checked to be a JSON object our API can carry (google.protobuf.Struct)."""
+    if not isinstance(value, dict):
+        raise ProviderError(ErrorKind.MALFORMED_RESPONSE, f"tool '{name}' input is not an object")
+    try:
+        struct_pb2.Struct().update(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ProviderError(ErrorKind.MALFORMED_RESPONSE, f"tool '{name}' input is not JSON: {exc}") from None
+    return ToolUsePart(str(id), str(name), value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +156,7 @@ class ToolInputBuffer:
             value = json.loads(raw) if raw.strip() else {}
         except ValueError:
             raise ProviderError(ErrorKind.MALFORMED_RESPONSE, f"tool '{self.name}' input is not JSON") from None
-        if not isinstance(value, dict):
-            raise ProviderError(ErrorKind.MALFORMED_RESPONSE, f"tool '{self.name}' input is not an object")
-        return ToolUsePart(self.id, self.name, value)
+        return tool_use_part(self.id, self.name, value)
 
 
 class Provider(abc.ABC):
@@ -184,7 +195,7 @@ class Provider(abc.ABC):
         """One call, no retries, finished (or failed with ProviderError) within ``timeout`` seconds."""
 
     @abc.abstractmethod
-    def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
         """Stream one answer: content events, then one StreamDone. Errors (ProviderError) may come at
         any point, also lazily on the first read. Closing the iterator closes the upstream stream."""
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import botocore.config
@@ -39,11 +41,12 @@ from gateway_server.providers.base import (
     ToolResultPart,
     ToolUseDelta,
     ToolUsePart,
+    tool_use_part,
 )
 from gateway_server.settings import BedrockProviderConfig
 from modelgateway.v1 import model_gateway_pb2 as pb
 
-T = TypeVar("T")
+log = logging.getLogger("gateway_server.providers.bedrock")
 
 FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
     "end_turn": pb.FINISH_REASON_END_TURN,
@@ -112,7 +115,7 @@ def parse_response(body: Any, model: str) -> ProviderResponse:
                 parts.append(TextPart(block["text"]))
             elif "toolUse" in block:
                 use = block["toolUse"]
-                parts.append(ToolUsePart(use["toolUseId"], use["name"], dict(use.get("input") or {})))
+                parts.append(tool_use_part(use["toolUseId"], use["name"], use.get("input") or {}))
     except (KeyError, TypeError) as exc:
         raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "response has no output message") from exc
     text = "".join(p.text for p in parts if isinstance(p, TextPart))
@@ -186,16 +189,35 @@ def classify(exc: BaseException) -> ProviderError:
     return ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
 
 
+# botocore's read_timeout is per client: one client per tier, and each call uses the smallest tier
+# that covers its budget, so a thread blocked on a hung Bedrock is freed soon after the caller gave
+# up (not a whole provider timeout later).
+READ_TIMEOUT_TIERS = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+# Events a stream's reader thread may hold ahead of a slow caller before it stops reading (and TCP
+# flow control slows Bedrock down): memory per stream stays flat.
+STREAM_BUFFER = 64
+
+
+def read_timeout_tiers(provider_timeout: float) -> tuple[float, ...]:
+    return (*(t for t in READ_TIMEOUT_TIERS if t < provider_timeout), provider_timeout)
+
+
 class BedrockProvider(Provider):
     type = "bedrock"
 
     def __init__(self, name: str, cfg: BedrockProviderConfig, region: str | None) -> None:
         super().__init__(name, cfg, region=region or "")
         self._cfg = cfg
-        self._session = boto3.session.Session(region_name=region) if region else None
+        self._session: boto3.session.Session | None = None
+        if region:
+            try:
+                self._session = boto3.session.Session(region_name=region)
+            except botocore.exceptions.BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
+                log.warning("Provider '%s' is unconfigured: %s", name, exc)
         self._has_credentials = False
-        self._client: Any = None
+        self._clients: tuple[tuple[float, Any], ...] = ()
         self._executor: ThreadPoolExecutor | None = None
+        self._open_streams: set[_StreamState] = set()
 
     @property
     def configured(self) -> bool:
@@ -207,43 +229,61 @@ class BedrockProvider(Provider):
         session = self._session
         self._executor = ThreadPoolExecutor(self._cfg.executor_workers, thread_name_prefix=f"bedrock-{self.name}")
         # The standard AWS chain (env, profile, SSO, container/instance roles) may do I/O: off the loop.
-        credentials = await asyncio.get_running_loop().run_in_executor(self._executor, session.get_credentials)
+        try:
+            credentials = await asyncio.get_running_loop().run_in_executor(self._executor, session.get_credentials)
+        except botocore.exceptions.BotoCoreError as exc:
+            log.warning("Provider '%s' is unconfigured: %s", self.name, exc)
+            credentials = None
         self._has_credentials = credentials is not None
         if not self._has_credentials:
             return
-        config = botocore.config.Config(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=self._cfg.connect_timeout,
-            read_timeout=self.timeout,
-            max_pool_connections=self._cfg.executor_workers,
-            tcp_keepalive=True,
-        )
-        self._client = session.client("bedrock-runtime", endpoint_url=self._cfg.endpoint_url, config=config)
+        self._clients = tuple(
+            (tier, session.client("bedrock-runtime", endpoint_url=self._cfg.endpoint_url,
+                                  config=botocore.config.Config(
+                                      retries={"total_max_attempts": 1, "mode": "standard"},
+                                      connect_timeout=min(self._cfg.connect_timeout, tier),
+                                      read_timeout=tier,
+                                      max_pool_connections=self._cfg.executor_workers,
+                                      tcp_keepalive=True)))
+            for tier in read_timeout_tiers(self.timeout))
 
     async def close(self) -> None:
+        for state in list(self._open_streams):
+            state.stop()  # shuts the sockets down: the reader threads end now
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for _, client in self._clients:
+            client.close()
+        self._clients = ()
 
-    async def _run(self, fn: Callable[..., T], kwargs: dict[str, Any], timeout: float) -> T:
-        if self._client is None or self._executor is None:
+    def _client_for(self, budget: float) -> Any:
+        if not self._clients or self._executor is None:
             raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._executor, functools.partial(fn, **kwargs))
+        for tier, client in self._clients:
+            if tier >= budget:
+                return client
+        return self._clients[-1][1]
+
+    async def _run(self, method: str, kwargs: dict[str, Any], timeout: float) -> Any:
+        fn = getattr(self._client_for(timeout), method)
+        assert self._executor is not None
+        call = asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, **kwargs))
         try:
             async with asyncio.timeout(timeout):
                 return await call
         except TimeoutError:
+            call.cancel()  # still queued: never sent
             raise ProviderError(ErrorKind.TIMEOUT, f"no answer within {timeout:.3f}s") from None
         except Exception as exc:
             raise classify(exc) from exc
 
     async def generate(self, request: ProviderRequest, model: str, timeout: float) -> ProviderResponse:
-        body = await self._run(self._client_method("converse"), build_params(request, model), timeout)
-        return parse_response(body, model)
+        body = await self._run("converse", build_params(request, model), timeout)
+        try:
+            return parse_response(body, model)
+        except Exception as exc:
+            raise classify(exc) from exc
 
     def unsupported(self, request: ProviderRequest) -> tuple[str, str] | None:
         if request.tool_choice == "none" and request.tools:
@@ -253,16 +293,17 @@ class BedrockProvider(Provider):
             return "tools", "Bedrock needs the tool definitions when the conversation contains tool calls"
         return None
 
-    async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncIterator[StreamEvent]:
-        """converse_stream runs in one executor thread that hands events to the loop through a queue;
-        closing this iterator stops the thread and closes the HTTP response."""
-        method = self._client_method("converse_stream")
-        if self._executor is None:
-            raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
+    async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
+        """converse_stream runs in one executor thread that hands events to the loop through a
+        bounded buffer; closing this iterator stops the thread and shuts the HTTP connection down.
+
+        The client is the read-timeout tier covering ``timeout`` (the first-token budget), so a
+        pause between later events longer than that tier also ends the stream."""
+        method = self._client_for(timeout).converse_stream
+        assert self._executor is not None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop = threading.Event()
-        holder: dict[str, Any] = {}
+        state = _StreamState()
         params = build_params(request, model)
 
         def put(kind: str, item: Any) -> None:
@@ -270,66 +311,85 @@ class BedrockProvider(Provider):
 
         def worker() -> None:
             try:
-                upstream = method(**params)["stream"]
-                holder["stream"] = upstream
-                for event in upstream:
-                    if stop.is_set():
+                if state.stopped.is_set():
+                    return
+                state.upstream = method(**params)["stream"]
+                for event in state.upstream:
+                    while not state.room.acquire(timeout=0.5):
+                        if state.stopped.is_set():
+                            return
+                    if state.stopped.is_set():
                         return
                     put("event", event)
                 put("end", None)
             except BaseException as exc:  # handed to the loop, classified there
-                if not stop.is_set():
+                if not state.stopped.is_set():
                     put("error", exc)
             finally:
-                _close_stream(holder)
+                state.close_upstream()
 
-        loop.run_in_executor(self._executor, worker)
+        self._open_streams.add(state)
+        future = loop.run_in_executor(self._executor, worker)
         translator = ConverseStreamTranslator(model)
         try:
             while True:
                 kind, item = await queue.get()
                 if kind == "error":
                     raise classify(item) from item
-                if kind == "end":
-                    done = translator.finish()
-                    if done is not None:
-                        yield done
-                    return
-                for out in translator.feed(item):
+                try:
+                    if kind == "end":
+                        done = translator.finish()
+                        if done is not None:
+                            yield done
+                        return
+                    state.room.release()
+                    events = translator.feed(item)
+                except Exception as exc:
+                    raise classify(exc) from exc
+                for out in events:
                     yield out
         finally:
-            stop.set()
-            _close_stream(holder)
+            future.cancel()  # still queued: never sent
+            state.stop()
+            self._open_streams.discard(state)
 
     async def probe(self, timeout: float) -> None:
         # CountTokens spends no tokens.
         params = {"modelId": self.default_model,
                   "input": {"converse": {"messages": [{"role": "user", "content": [{"text": "ping"}]}]}}}
-        await self._run(self._client_method("count_tokens"), params, timeout)
-
-    def _client_method(self, name: str) -> Callable[..., Any]:
-        if self._client is None:
-            raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
-        method: Callable[..., Any] = getattr(self._client, name)
-        return method
+        await self._run("count_tokens", params, timeout)
 
 
-def _close_stream(holder: dict[str, Any]) -> None:
-    upstream = holder.pop("stream", None)
-    if upstream is None:
-        return
-    try:
-        raw = getattr(upstream, "_raw_stream", None)
-        connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
-            sock.shutdown(2)  # wakes a read blocked in the worker thread
-    except OSError:
-        pass
-    try:
-        upstream.close()
-    except Exception:
-        pass
+class _StreamState:
+    """What a stream's reader thread and its consumer share."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.room = threading.Semaphore(STREAM_BUFFER)
+        self.upstream: Any = None
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.close_upstream()
+
+    def close_upstream(self) -> None:
+        with self._lock:
+            upstream, self.upstream = self.upstream, None
+        if upstream is None:
+            return
+        try:
+            raw = getattr(upstream, "_raw_stream", None)
+            connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in the reader thread
+        except OSError:
+            pass
+        try:
+            upstream.close()
+        except Exception:  # best effort: the socket is shut down already
+            log.debug("closing a Bedrock event stream failed", exc_info=True)
 
 
 class ConverseStreamTranslator:

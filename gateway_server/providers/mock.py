@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from gateway_server.errors import ErrorKind, ProviderError
 from gateway_server.providers.base import (
@@ -148,7 +148,7 @@ class MockProvider(Provider):
     async def generate(self, request: ProviderRequest, model: str, timeout: float) -> ProviderResponse:
         return await self._answer(request, model, timeout)
 
-    async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
         response = await self._answer(request, model, timeout)
         self.open_streams += 1
         try:
