@@ -10,8 +10,11 @@ Usage::
 
 The target comes from ``--target``, else the configuration (``--config``, ``$ORCHESTRATOR_CONFIG``
 or ``config/orchestrator.gateway.yaml``, with ``ORCHESTRATOR_GATEWAY_*`` overrides), else
-``localhost:50051``. Output is readable text by default (for ``generate``: the answer on stdout,
-a summary line on stderr) and one JSON document on stdout with ``--json`` (errors too).
+``localhost:50051``. TLS is on for an ``https://`` or ``grpcs://`` target (the scheme of the target
+used, ``--target`` or the config's url), unless ``--tls``/``--insecure`` or the config's ``tls``
+say otherwise; a target without a port gets 50051, or 443 with TLS. Output is readable text by
+default (for ``generate``: the answer on stdout, a summary line on stderr) and one JSON document
+on stdout with ``--json`` (errors too).
 ``generate --stream`` prints the answer's text as it arrives (tool calls as ``[tool_use ...]``
 lines), then the summary line on stderr; with ``--json`` it prints one JSON object per event
 (JSON lines: ``{"type": "start" | "text" | "tool_use" | "end", ...}``; an error as a last
@@ -23,14 +26,16 @@ Exit status:
 0    success (``health``: the gateway is healthy or degraded)
 1    unexpected error in gatewayctl itself
 2    usage or configuration error
-3    invalid request: INVALID_ARGUMENT, OUT_OF_RANGE
+3    invalid request: INVALID_ARGUMENT, OUT_OF_RANGE, and a message over gRPC's size limit
+     (RESOURCE_EXHAUSTED without rate-limit details: ``MessageTooLargeError``)
 4    not found: NOT_FOUND, UNIMPLEMENTED
 5    gateway unavailable, timed out or rate limited: UNAVAILABLE, DEADLINE_EXCEEDED,
-     RESOURCE_EXHAUSTED, ABORTED
+     RESOURCE_EXHAUSTED (a rate limit), ABORTED
 6    refused: UNAUTHENTICATED, PERMISSION_DENIED, FAILED_PRECONDITION
 7    gateway-side error: INTERNAL, UNKNOWN, DATA_LOSS and any other code
 8    ``health`` only: the gateway answered but reports itself unhealthy
 130  interrupted
+141  stdout closed early (``gatewayctl ... | head -1``): quietly, as a process killed by SIGPIPE
 ===  ==========================================================================
 """
 
@@ -40,6 +45,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
@@ -48,7 +54,7 @@ import grpc
 
 from orchestrator_client.client import GatewayClient
 from orchestrator_client.content import ToolCall
-from orchestrator_client.errors import ConfigError, GatewayError
+from orchestrator_client.errors import ConfigError, GatewayError, MessageTooLargeError
 from orchestrator_client.results import (
     GenerateResult,
     HealthReport,
@@ -60,13 +66,14 @@ from orchestrator_client.results import (
 )
 from orchestrator_client.settings import load_config
 
-__all__ = ["EXIT_CODES", "exit_code_for", "main"]
+__all__ = ["EXIT_CODES", "exit_code_for", "exit_code_for_error", "main"]
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_UNHEALTHY = 8
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a writer whose reader went away
 
 EXIT_CODES: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 3,
@@ -88,7 +95,8 @@ exit status:
   0    success (health: healthy or degraded)
   1    unexpected error in gatewayctl
   2    usage or configuration error
-  3    invalid request (INVALID_ARGUMENT, OUT_OF_RANGE)
+  3    invalid request (INVALID_ARGUMENT, OUT_OF_RANGE, a message over gRPC's size
+       limit: RESOURCE_EXHAUSTED without rate-limit details)
   4    not found (NOT_FOUND, UNIMPLEMENTED)
   5    unavailable, timed out or rate limited (UNAVAILABLE, DEADLINE_EXCEEDED,
        RESOURCE_EXHAUSTED, ABORTED)
@@ -96,6 +104,7 @@ exit status:
   7    gateway-side error (INTERNAL, UNKNOWN, DATA_LOSS, other codes)
   8    health: the gateway reports itself unhealthy
   130  interrupted
+  141  stdout closed early (e.g. piped into head)
 
 environment: ORCHESTRATOR_CONFIG (config file), ORCHESTRATOR_GATEWAY_URL, _API_KEY,
 _PROVIDER, _MODEL, _MAX_RETRIES, _TIMEOUT, _RETRY_DELAY, ... (see orchestrator_client.settings)
@@ -114,6 +123,14 @@ def exit_code_for(code: grpc.StatusCode) -> int:
     return EXIT_CODES.get(code, EXIT_SERVER_ERROR)
 
 
+def exit_code_for_error(error: GatewayError) -> int:
+    """The exit status for a failed call: by its code, except that a message over gRPC's size
+    limit (RESOURCE_EXHAUSTED that is no rate limit) is an invalid request (3)."""
+    if isinstance(error, MessageTooLargeError):
+        return EXIT_CODES[grpc.StatusCode.INVALID_ARGUMENT]
+    return exit_code_for(error.code)
+
+
 class _UsageError(Exception):
     pass
 
@@ -126,7 +143,8 @@ class _Parser(argparse.ArgumentParser):
 def _common_options() -> _Parser:
     # default=SUPPRESS so the options work before and after the command without clobbering.
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
-    common.add_argument("--target", "-t", help="gateway address: host:port, dns:///host:port, http(s)://...")
+    common.add_argument("--target", "-t", help="gateway address: host:port, dns:///host:port, http(s)://..., "
+                        "grpc(s)://... (https/grpcs: TLS; no port: 50051, or 443 with TLS)")
     common.add_argument("--config", "-c", help="orchestrator YAML config (default: $ORCHESTRATOR_CONFIG or "
                         "config/orchestrator.gateway.yaml when present)")
     common.add_argument("--api-key", help="API key, sent as 'authorization: Bearer <key>'")
@@ -386,9 +404,40 @@ def _report_error(kind: str, message: str, as_json: bool, out: TextIO, err: Text
 def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    """Run gatewayctl with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    """Run gatewayctl with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    When the reader of the output goes away early (``gatewayctl providers --json | head -1``), it
+    stops quietly with status 141 (128 + SIGPIPE, as a writer killed by SIGPIPE), no traceback.
+    """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    try:
+        code = _main(argv, out, err)
+        out.flush()  # a closed pipe shows here, not in Python's flush at exit
+        return code
+    except BrokenPipeError:
+        _discard_pending_output(out, err)
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_pending_output(*streams: TextIO) -> None:
+    """Point the process's standard streams among ``streams`` at /dev/null, so that Python's own
+    flush at exit does not meet the closed pipe again (the recipe of the ``signal`` module's docs)."""
+    standard = [s for s in streams if s is sys.stdout or s is sys.stderr or s is sys.__stdout__]
+    if not standard:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in standard:
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):  # no file descriptor (replaced or closed stream)
+                pass
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -413,10 +462,12 @@ def main(
         return EXIT_USAGE
     except GatewayError as exc:
         _report_error(type(exc).__name__, f"error: {exc}", as_json, out, err, exc.to_dict(), json_lines=lines)
-        return exit_code_for(exc.code)
+        return exit_code_for_error(exc)
     except KeyboardInterrupt:
         err.write("gatewayctl: interrupted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away: main() stops quietly
+        raise
     except Exception as exc:  # a bug: say so plainly, with the type
         _report_error(type(exc).__name__, f"unexpected error: {type(exc).__name__}: {exc}", as_json, out, err,
                       json_lines=lines)

@@ -10,6 +10,9 @@ Retries (see :mod:`orchestrator_client.retry_policy` for the pure rules):
 
 * ``max_retries`` is the total number of attempts; the wait after failed attempt *n* is
   ``retry_delay × 2^(n-1)``, doubled after RESOURCE_EXHAUSTED, raised to the server's pushback.
+* RESOURCE_EXHAUSTED is retried only as a rate limit (the server sent RetryInfo, ErrorInfo or a
+  pushback trailer); without them it is gRPC's own message size limit and raises
+  :class:`~orchestrator_client.errors.MessageTooLargeError` after one attempt.
 * ``timeout`` is the budget of the whole call, waits included; each attempt's gRPC deadline is
   the budget left, or ``attempt_timeout`` when that is smaller. A wait that would end past the
   budget is not slept: the call fails at once with the last error. A ``deadline`` passed by the
@@ -17,6 +20,12 @@ Retries (see :mod:`orchestrator_client.retry_policy` for the pure rules):
 * Every attempt of one call carries the same ``x-request-id`` metadata.
 * Logged as the seed guide reads: ``WARNING Gateway connection error (attempt 1/3): ...``,
   ``INFO Retrying in 1.0s...``, ``ERROR Gateway request failed after 3 attempts: ...``.
+
+TLS: ``tls=None`` (the default) lets the target's scheme decide (``https://``, ``grpcs://``: TLS;
+anything else: plaintext); a target without a port gets 50051, or 443 with TLS.
+
+Statistics (:attr:`GatewayClient.stats`) count the model calls only, ``generate`` and ``stream``;
+``health``, ``list_providers`` and ``status`` are retried and logged the same way but not counted.
 
 Streams (:meth:`GatewayClient.stream`) are retried the same way, but only until their first event
 has arrived: a stream that has delivered an event is never re-sent (a partial answer is never
@@ -207,7 +216,7 @@ class GatewayClient:
             raise ValueError("jitter must be within [0, 1]")
         if load_balancing not in ("round_robin", "pick_first"):
             raise ValueError("load_balancing must be 'round_robin' or 'pick_first'")
-        self.target, scheme_tls = normalize_target(target)
+        self.target, scheme_tls = normalize_target(target, tls)
         self.tls = bool(scheme_tls) if tls is None else tls
         self.max_retries = max_retries
         self.retry_delay = retry_delay
@@ -264,13 +273,19 @@ class GatewayClient:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, **overrides: Any) -> GatewayClient:
-        """A client configured from the ``orchestrator.gateway`` settings; keyword overrides win."""
+        """A client configured from the ``orchestrator.gateway`` settings; keyword overrides win.
+
+        A ``target`` override replaces ``url`` whole: its own scheme decides TLS (``https://``,
+        ``grpcs://``: TLS; none: plaintext) unless ``tls`` is set explicitly (in the settings or as
+        an override).
+        """
         root_certificates = (
             settings.root_certificates.read_bytes() if settings.root_certificates is not None else None
         )
         kwargs: dict[str, Any] = {
             "api_key": settings.api_key_value(),
-            "tls": settings.use_tls,
+            # None unless set explicitly: the scheme of whichever address is used decides.
+            "tls": settings.tls,
             "root_certificates": root_certificates,
             "tls_server_name": settings.tls_server_name,
             "max_retries": settings.max_retries,
@@ -287,7 +302,7 @@ class GatewayClient:
             "load_balancing": settings.load_balancing,
         }
         kwargs.update(overrides)
-        target = kwargs.pop("target", None) or settings.target
+        target = kwargs.pop("target", None) or settings.url
         return cls(target, **kwargs)
 
     def _open(self) -> Any:
@@ -467,20 +482,27 @@ class GatewayClient:
         return pb.GenerateRequest(**fields)
 
     async def health(self, *, timeout: float | None = None, deadline: float | None = None) -> HealthReport:
-        """The gateway's and each provider's health (cached probes; costs no tokens)."""
-        response, _ = await self._invoke("Health", pb.HealthRequest(), timeout, deadline, None)
+        """The gateway's and each provider's health (cached probes; costs no tokens).
+
+        Retried like :meth:`generate`, but not counted in :attr:`stats` (nor are
+        :meth:`list_providers` and :meth:`status`): probing health on the reasoner's client leaves
+        its success rate alone.
+        """
+        response, _ = await self._invoke("Health", pb.HealthRequest(), timeout, deadline, None, counted=False)
         return HealthReport.from_proto(response)
 
     async def list_providers(
         self, *, timeout: float | None = None, deadline: float | None = None
     ) -> ProviderList:
-        """The configured providers, the default provider and the fallback order."""
-        response, _ = await self._invoke("ListProviders", pb.ListProvidersRequest(), timeout, deadline, None)
+        """The configured providers, the default provider and the fallback order (not in :attr:`stats`)."""
+        response, _ = await self._invoke(
+            "ListProviders", pb.ListProvidersRequest(), timeout, deadline, None, counted=False
+        )
         return ProviderList.from_proto(response)
 
     async def status(self, *, timeout: float | None = None, deadline: float | None = None) -> Status:
-        """Service name, version, status ("running"/"draining") and provider names."""
-        response, _ = await self._invoke("GetStatus", pb.GetStatusRequest(), timeout, deadline, None)
+        """Service name, version, status ("running"/"draining") and provider names (not in :attr:`stats`)."""
+        response, _ = await self._invoke("GetStatus", pb.GetStatusRequest(), timeout, deadline, None, counted=False)
         return Status.from_proto(response)
 
     # ------------------------------------------------------------------ the retry loop
@@ -527,9 +549,10 @@ class GatewayClient:
             # A copy per retried call: tenacity keeps per-run state on the object.
             return await self._retrying.copy()(self._attempt_or_replay, call)
 
-    def _failed(self, method: str, call: _Call, err: GatewayError) -> None:
+    def _failed(self, method: str, call: _Call, err: GatewayError, *, counted: bool = True) -> None:
         err.attempts = call.attempt
-        self.stats.record_failure(call.attempt)
+        if counted:
+            self.stats.record_failure(call.attempt)
         self._log_failure(method, call, err)
 
     async def _invoke(
@@ -539,21 +562,28 @@ class GatewayClient:
         timeout: float | None,
         deadline: float | None,
         request_id: str | None,
+        *,
+        counted: bool = True,
     ) -> tuple[Any, _Call]:
+        """One unary call with its retries; ``counted``: whether :attr:`stats` counts it (only
+        Generate does: the statistics measure the answers, not the probes)."""
         stub = self._open()
         call = self._new_call(getattr(stub, method), request, timeout, deadline, request_id)
         try:
             response = await self._execute(call)
         except GatewayError as err:
-            self._failed(method, call, err)
+            self._failed(method, call, err, counted=counted)
             raise
         except asyncio.CancelledError:
-            self.stats.record_cancelled(call.attempt)
+            if counted:
+                self.stats.record_cancelled(call.attempt)
             raise
         except Exception:
-            self.stats.record_failure(call.attempt)
+            if counted:
+                self.stats.record_failure(call.attempt)
             raise
-        self.stats.record_success(call.attempt)
+        if counted:
+            self.stats.record_success(call.attempt)
         return response, call
 
     async def _stream_events(

@@ -17,9 +17,14 @@ PermissionDeniedError      PERMISSION_DENIED
 PreconditionError          FAILED_PRECONDITION
 GatewayUnavailableError    UNAVAILABLE (connection refused, DNS failure, gateway down)
 GatewayTimeoutError        DEADLINE_EXCEEDED
-RateLimitedError           RESOURCE_EXHAUSTED
+RateLimitedError           RESOURCE_EXHAUSTED with RetryInfo, ErrorInfo or pushback
+MessageTooLargeError       RESOURCE_EXHAUSTED without them: gRPC's message size limit
 ServerError                INTERNAL, ABORTED, UNKNOWN, DATA_LOSS, ALREADY_EXISTS, CANCELLED
 =========================  =====================================================
+
+``MessageTooLargeError`` is an ``InvalidRequestError`` and is never retried: gRPC itself refused a
+message over its size limit ("Received message larger than max"), the request's on the gateway's
+side or the answer's on the client's, and the same call would meet the same limit.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from orchestrator_client.retry_policy import parse_pushback_ms
+from orchestrator_client.retry_policy import is_rate_limit, parse_pushback_ms
 
 __all__ = [
     "AuthenticationError",
@@ -40,6 +45,7 @@ __all__ = [
     "GatewayTimeoutError",
     "GatewayUnavailableError",
     "InvalidRequestError",
+    "MessageTooLargeError",
     "NotFoundError",
     "PermissionDeniedError",
     "PreconditionError",
@@ -161,6 +167,12 @@ class InvalidRequestError(GatewayError):
     """INVALID_ARGUMENT or OUT_OF_RANGE: the request itself is wrong."""
 
 
+class MessageTooLargeError(InvalidRequestError):
+    """RESOURCE_EXHAUSTED raised by gRPC itself, not a rate limit: a message over the size limit
+    ("Received message larger than max"), the request's (the gateway's limit) or the answer's (the
+    client's ``grpc.max_receive_message_length``). Never retried; ``code`` stays RESOURCE_EXHAUSTED."""
+
+
 class NotFoundError(GatewayError):
     """NOT_FOUND (unknown provider or model) or UNIMPLEMENTED (no such RPC)."""
 
@@ -186,7 +198,8 @@ class GatewayTimeoutError(GatewayError):
 
 
 class RateLimitedError(GatewayError):
-    """RESOURCE_EXHAUSTED: rate limited; see ``retry_after``."""
+    """RESOURCE_EXHAUSTED with the server's RetryInfo, ErrorInfo or pushback: rate limited; see
+    ``retry_after``."""
 
 
 class ServerError(GatewayError):
@@ -233,16 +246,19 @@ def error_from_rpc(
     metadata: dict[str, str] = {}
     retry_after: float | None = None
     retry_forbidden = False
+    has_error_info = has_retry_info = has_pushback = False
     status = _rich_status(err)
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
+                has_error_info = True
                 reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
+                has_retry_info = True
                 delay = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
                 retry_after = delay if retry_after is None else max(retry_after, delay)
     trailers = err.trailing_metadata()
@@ -252,11 +268,17 @@ def error_from_rpc(
                 pushback = parse_pushback_ms(value)
                 if pushback is None:
                     continue
+                has_pushback = True
                 if pushback < 0:
                     retry_forbidden = True
                 else:
                     retry_after = pushback if retry_after is None else max(retry_after, pushback)
-    return error_class_for(code)(
+    error_class = error_class_for(code)
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and not is_rate_limit(
+        code, retry_info=has_retry_info, error_info=has_error_info, pushback=has_pushback
+    ):
+        error_class, retryable = MessageTooLargeError, False
+    return error_class(
         code,
         message,
         retryable=retryable and not retry_forbidden,

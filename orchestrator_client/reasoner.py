@@ -11,6 +11,8 @@ Built from the orchestrator configuration (``config/orchestrator.gateway.yaml``)
 
 The query is sent verbatim as the single user message; a ``context`` mapping is rendered as
 JSON into the system prompt. Failures raise :class:`~orchestrator_client.errors.GatewayError`.
+The statistics count the model calls (``reason*``, and ``generate``/``stream`` on ``client``);
+health probes through ``reasoner.client.health()`` do not count.
 
 Tool use: :meth:`GatewayReasoner.reason_with_tools` runs the model's tool calls through a
 callback and sends their results back until the model answers::

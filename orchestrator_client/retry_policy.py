@@ -13,6 +13,10 @@ The rules follow the seed guide's "Orchestrator Retry Configuration":
 
 Retried by default: UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, and DEADLINE_EXCEEDED
 only when the attempt ran under a per-attempt limit (``attempt_timeout``) with call budget left.
+RESOURCE_EXHAUSTED is retried only as a rate limit, that is when the server sent
+``google.rpc.RetryInfo``, ``google.rpc.ErrorInfo`` or a ``grpc-retry-pushback-ms`` trailer (the
+gateway's rate limits carry all three; see :func:`is_rate_limit`): without them it is gRPC's own
+"Received message larger than max", which the same message would meet again.
 Never retried by default: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND,
 FAILED_PRECONDITION, UNIMPLEMENTED, OUT_OF_RANGE, CANCELLED. Codes in neither set (UNKNOWN,
 ALREADY_EXISTS, DATA_LOSS) are not retried either. Both sets are configurable; a code in both
@@ -30,6 +34,7 @@ __all__ = [
     "DEFAULT_NON_RETRYABLE_CODES",
     "DEFAULT_RETRYABLE_CODES",
     "backoff_delay",
+    "is_rate_limit",
     "is_retryable",
     "parse_codes",
     "parse_pushback_ms",
@@ -100,6 +105,24 @@ def is_retryable(
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return attempt_limited
     return True
+
+
+def is_rate_limit(
+    code: grpc.StatusCode,
+    *,
+    retry_info: bool = False,
+    error_info: bool = False,
+    pushback: bool = False,
+) -> bool:
+    """Whether a failure is a server's rate limit: RESOURCE_EXHAUSTED that came with the server's
+    ``google.rpc.RetryInfo`` (``retry_info``), ``google.rpc.ErrorInfo`` (``error_info``) or
+    ``grpc-retry-pushback-ms`` trailer (``pushback``).
+
+    A RESOURCE_EXHAUSTED with none of them is raised by gRPC itself, on either side, for a message
+    over the size limit ("Received message larger than max"): re-sending the request (or asking
+    for the same too-large answer) fails the same way, so it is not retried. False for other codes.
+    """
+    return code is grpc.StatusCode.RESOURCE_EXHAUSTED and (retry_info or error_info or pushback)
 
 
 def backoff_delay(

@@ -7,7 +7,8 @@ The file has the seed guide's shape::
       reasoning_mode: "hybrid"
       ai_provider: "gateway"
       gateway:
-        url: "localhost:50051"   # or dns:///gateway:50051, or http(s)://host:port (seed compat)
+        url: "localhost:50051"   # or dns:///gateway:50051, or http(s)://host:port (seed compat);
+                                 # no port: 50051, or 443 with TLS (https://, grpcs://, tls: true)
         provider: null           # null: the gateway's default provider
         model: null              # null: the provider's default model
         api_key: null            # sent as "authorization: Bearer <key>"
@@ -138,11 +139,12 @@ class GatewaySettings(BaseSettings):
 
     @property
     def target(self) -> str:
-        """The gRPC channel target derived from ``url``."""
-        return normalize_target(self.url)[0]
+        """The gRPC channel target derived from ``url`` (a missing port: 50051, or 443 with TLS)."""
+        return normalize_target(self.url, self.tls)[0]
 
     @property
     def use_tls(self) -> bool:
+        """Whether ``url`` is reached over TLS: ``tls`` when set, else the url's scheme."""
         if self.tls is not None:
             return self.tls
         return bool(normalize_target(self.url)[1])

@@ -1,8 +1,10 @@
 """Call statistics of a client, as the seed's monitoring snippet reads them.
 
 A call is counted once, when it completes (after all its retries): a success or a failure.
-A call the caller cancels is counted in ``total_cancelled`` only. Every RPC made through the
-client (generate, health, list_providers, status) counts.
+A call the caller cancels is counted in ``total_cancelled`` only. Only the calls that ask the model
+count: ``generate`` and ``stream`` (and so the reasoner's ``reason*`` methods). ``health``,
+``list_providers`` and ``status`` are not counted, so an orchestrator probing the gateway's health
+on the reasoner's client does not skew ``total_requests`` or ``success_rate``.
 
 The counters are updated without an ``await`` in between, so they are exact under any number
 of concurrent calls on the client's event loop; a lock also keeps them exact when read or
@@ -29,7 +31,7 @@ class StatsSnapshot:
 
 
 class ClientStats:
-    """Counters of completed calls.
+    """Counters of completed model calls (``generate`` and ``stream``).
 
     ``success_rate`` is a percentage, ``(total_requests - total_failures) / total_requests *
     100``, and 100.0 before any call has completed (nothing has failed).

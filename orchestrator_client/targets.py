@@ -8,38 +8,76 @@ Accepted forms:
 * for compatibility with the seed's HTTP gateway, ``http://host:port`` and ``grpc://host:port``
   (plaintext) or ``https://host:port`` and ``grpcs://host:port`` (TLS): the scheme is stripped;
   without a port, http uses 80, https and grpcs 443, grpc 50051.
+
+A host without a port (``gateway``, ``10.0.0.5``, ``[::1]``, ``dns:///gateway``) gets the gateway's
+port: 50051 for plaintext, 443 for TLS (gRPC itself would dial 443 whatever the transport).
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_TARGET", "normalize_target"]
+__all__ = ["DEFAULT_TARGET", "PLAINTEXT_PORT", "TLS_PORT", "normalize_target"]
 
 DEFAULT_TARGET = "localhost:50051"
+PLAINTEXT_PORT = 50051
+TLS_PORT = 443
 
 _URL_SCHEMES: dict[str, tuple[bool, int]] = {
     "http": (False, 80),
-    "grpc": (False, 50051),
-    "https": (True, 443),
-    "grpcs": (True, 443),
+    "grpc": (False, PLAINTEXT_PORT),
+    "https": (True, TLS_PORT),
+    "grpcs": (True, TLS_PORT),
 }
 _RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
 
 
-def normalize_target(url: str) -> tuple[str, bool | None]:
+def _with_port(hostport: str, port: int) -> str:
+    """``hostport`` with ``:port`` appended when it has none (IPv6 literals bracketed)."""
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close == -1 or hostport[close + 1 :].startswith(":"):
+            return hostport  # has a port (or is malformed: gRPC reports it)
+        return f"{hostport[: close + 1]}:{port}"
+    colons = hostport.count(":")
+    if colons == 1:
+        return hostport
+    if colons > 1:  # a bare IPv6 literal such as ::1
+        return f"[{hostport}]:{port}"
+    return f"{hostport}:{port}"
+
+
+def _dns_with_port(text: str, port: int) -> str:
+    """``dns:[//authority/]host[:port]`` with the default port added to the host when missing."""
+    prefix, rest = text[:4], text[4:]
+    if rest.startswith("//"):
+        slash = rest.find("/", 2)
+        if slash == -1:
+            return text  # no host name: gRPC reports it
+        prefix, rest = prefix + rest[: slash + 1], rest[slash + 1 :]
+    if not rest:
+        return text
+    return prefix + _with_port(rest, port)
+
+
+def normalize_target(url: str, tls: bool | None = None) -> tuple[str, bool | None]:
     """``(target, tls)``: the gRPC target and whether the scheme asked for TLS (None: no scheme).
 
+    ``tls`` is the caller's explicit TLS setting, if any: with the scheme's, it decides the port of
+    an address that has none (443 with TLS, else 50051); it does not change the returned flag.
     Raises ValueError for an empty value, an unknown ``scheme://`` or a URL with a path.
     """
     text = url.strip()
     if not text:
         raise ValueError("the gateway address is empty")
+    default_port = TLS_PORT if tls else PLAINTEXT_PORT
     lowered = text.lower()
+    if lowered.startswith("dns:"):
+        return _dns_with_port(text, default_port), None
     if lowered.startswith(_RESOLVER_SCHEMES):
         return text, None
     if "://" not in text:
-        return text, None
+        return _with_port(text, default_port), None
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in _URL_SCHEMES:
@@ -52,11 +90,11 @@ def normalize_target(url: str) -> tuple[str, bool | None]:
     host = parts.hostname
     if not host:
         raise ValueError(f"no host in gateway address {url!r}")
-    tls, default_port = _URL_SCHEMES[scheme]
+    scheme_tls, scheme_port = _URL_SCHEMES[scheme]
     try:
-        port = parts.port or default_port
+        port = parts.port or scheme_port
     except ValueError as exc:
         raise ValueError(f"invalid port in gateway address {url!r}") from exc
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    return f"{host}:{port}", tls
+    return f"{host}:{port}", scheme_tls

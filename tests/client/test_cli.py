@@ -95,6 +95,20 @@ async def test_exit_status_by_error_class(
     assert f"{status.name}: nope [SOME_REASON]" in err
 
 
+async def test_a_message_over_the_size_limit_exits_3_not_5(fault: FaultServicer, fault_server: FaultServer) -> None:
+    """RESOURCE_EXHAUSTED without rate-limit details is gRPC's size limit: an invalid request, not retried."""
+    fault.fail(3, C.RESOURCE_EXHAUSTED, message="Received message larger than max (5242880 vs. 4194304)")
+    code, out, err = await run("--target", fault_server.address, "--retry-delay", "0.01", "generate", "x")
+    assert code == 3 and out == "" and fault.count == 1
+    assert "gatewayctl: error: RESOURCE_EXHAUSTED: Received message larger than max" in err
+    assert "Retrying" not in err
+    code, out, _ = await run("--target", fault_server.address, "--json", "generate", "x")
+    assert code == 3 and fault.count == 2
+    error = json.loads(out)["error"]
+    assert error["error"] == "MessageTooLargeError" and error["code"] == "RESOURCE_EXHAUSTED"
+    assert not error["retryable"] and error["attempts"] == 1
+
+
 async def test_json_errors_for_scripts(fault: FaultServicer, fault_server: FaultServer) -> None:
     fault.fail(1, C.NOT_FOUND, message="no such provider", reason="UNKNOWN_PROVIDER",
                metadata={"provider": "nope"})
@@ -218,6 +232,68 @@ async def test_python_dash_m(fault_server: FaultServer, refused_address: str) ->
     code, out, err = await spawn(sys.executable, "-m", "orchestrator_client", "--target", refused_address,
                                  "--max-retries", "1", "health")
     assert code == 5 and "UNAVAILABLE" in err
+
+
+def _no_traceback(err: str) -> None:
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["providers", "--json"],
+        ["providers"],
+        ["--json", "status"],
+        ["generate", "What is 25 + 75?"],
+        ["--json", "generate", "What is 25 + 75?"],
+        ["generate", "--stream", "What is 25 + 75?"],
+        ["--json", "generate", "--stream", "What is 25 + 75?"],
+    ],
+    ids=" ".join,
+)
+async def test_stdout_closed_before_the_output_exits_quietly(argv: list[str], fault_server: FaultServer) -> None:
+    """``gatewayctl providers --json | head -1`` with the reader gone before gatewayctl writes a byte:
+    no BrokenPipeError traceback, exit status 141 (128 + SIGPIPE) as for any writer into a closed pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("gatewayctl")), "--target", fault_server.address, *argv,
+            stdout=write_end, stderr=asyncio.subprocess.PIPE, env=env,
+        )
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    _no_traceback(err.decode())
+    assert process.returncode == cli.EXIT_BROKEN_PIPE == 141
+
+
+async def test_piped_into_a_reader_that_stops_after_one_line(fault: FaultServicer, fault_server: FaultServer) -> None:
+    """``gatewayctl generate --stream ... | head -1`` with an answer far larger than the pipe's buffer
+    (written piece by piece, so the writes after the reader has gone fail)."""
+    from .fault_server import Reply
+
+    fault.then(Reply("line\n " * 30_000))
+    read_end, write_end = os.pipe()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    try:
+        reader = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; print(sys.stdin.readline(), end='')",
+            stdin=read_end, stdout=asyncio.subprocess.PIPE,
+        )
+        writer = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("gatewayctl")), "--target", fault_server.address,
+            "generate", "--stream", "x", stdout=write_end, stderr=asyncio.subprocess.PIPE, env=env,
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    first, _ = await asyncio.wait_for(reader.communicate(), 60)
+    _, err = await asyncio.wait_for(writer.communicate(), 60)
+    assert first.decode() == "line\n"
+    _no_traceback(err.decode())
+    assert writer.returncode == 141
 
 
 # ---------------------------------------------------------------------- generate --stream

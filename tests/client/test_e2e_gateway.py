@@ -26,6 +26,7 @@ from orchestrator_client import (
     GatewaySettings,
     GatewayUnavailableError,
     InvalidRequestError,
+    MessageTooLargeError,
     RateLimitedError,
     cli,
 )
@@ -161,6 +162,25 @@ async def test_rate_limit_error_details_from_the_gateway(
     assert fake_time.sleeps == [2.0]
 
 
+async def test_a_request_over_the_gateways_size_limit_is_sent_once(
+    gateway_factory: Any, make_client: ClientFactory, fake_time: FakeTime
+) -> None:
+    """The gateway's transport refuses a request over twice ``server.max_request_bytes`` with a bare
+    RESOURCE_EXHAUSTED ("Received message larger than max"): no rate limit, never re-uploaded."""
+    app = await gateway_factory({**mock_gateway(), "server": {"max_request_bytes": 1024}})
+    client = make_client(f"127.0.0.1:{app.port}", sleep=fake_time.sleep)
+    with pytest.raises(MessageTooLargeError) as caught:
+        await client.generate("x" * 4096)
+    err = caught.value
+    assert err.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in err.message
+    assert err.attempts == 1 and not err.retryable and fake_time.sleeps == []
+    with pytest.raises(MessageTooLargeError):
+        async for _ in client.stream("x" * 4096):
+            pass
+    assert fake_time.sleeps == [] and app.providers["mock"].calls == 0
+    assert (await client.generate("What is 25 + 75?")).content.strip() == "100"
+
+
 async def test_gateway_timeout_fails_within_the_budget(
     gateway_factory: Any, make_client: ClientFactory
 ) -> None:
@@ -202,10 +222,14 @@ async def test_round_robin_over_two_real_gateways(gateway_factory: Any) -> None:
         await client.wait_ready(5)
         for _ in range(20):
             await client.generate("What is 25 + 75?")
-        # both replicas took traffic: stopping either leaves the client working on the other
+        # both replicas took traffic (pick_first would send all 20 calls to one of them)
+        served = (first.providers["mock"].calls, second.providers["mock"].calls)
+        assert sum(served) == 20 and min(served) >= 1, served
+        # stopping either leaves the client working on the other
         await first.stop(grace=0)
         results = [await client.generate("What is 25 + 75?", timeout=10) for _ in range(4)]
     assert all(r.content.strip() == "100" for r in results)
+    assert second.providers["mock"].calls == served[1] + 4
 
 
 # ---------------------------------------------------------------------- the command line

@@ -15,6 +15,7 @@ from orchestrator_client import (
     GatewayTimeoutError,
     GatewayUnavailableError,
     InvalidRequestError,
+    MessageTooLargeError,
     NotFoundError,
     PermissionDeniedError,
     PreconditionError,
@@ -23,7 +24,7 @@ from orchestrator_client import (
 )
 
 from .conftest import ClientFactory, FakeTime
-from .fault_server import FaultServer, FaultServicer
+from .fault_server import FaultServer, FaultServicer, Reply
 
 C = grpc.StatusCode
 
@@ -50,6 +51,11 @@ def fast(fake_time: FakeTime, **options: object) -> dict[str, object]:
     return {"sleep": fake_time.sleep, "clock": fake_time.clock, **options}
 
 
+def as_the_server_sends(code: grpc.StatusCode) -> dict[str, object]:
+    """Fail() options: a rate limit (RESOURCE_EXHAUSTED) comes with the server's ErrorInfo."""
+    return {"reason": "RATE_LIMITED"} if code is C.RESOURCE_EXHAUSTED else {}
+
+
 async def test_a_normal_success_needs_no_retry(
     fault_server: FaultServer, make_client: ClientFactory, fake_time: FakeTime
 ) -> None:
@@ -66,7 +72,7 @@ async def test_retried_codes_back_off_then_succeed(
     code: grpc.StatusCode, fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory,
     fake_time: FakeTime,
 ) -> None:
-    fault.fail(2, code)
+    fault.fail(2, code, **as_the_server_sends(code))
     client = make_client(fault_server.address, **fast(fake_time))
     result = await client.generate("What is 25 + 75?")
     assert result.content == "100" and result.attempts == 3
@@ -82,7 +88,7 @@ async def test_retried_codes_give_up_after_max_retries_attempts(
     code: grpc.StatusCode, fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory,
     fake_time: FakeTime,
 ) -> None:
-    fault.fail(10, code, message="still broken")
+    fault.fail(10, code, message="still broken", **as_the_server_sends(code))
     client = make_client(fault_server.address, **fast(fake_time))
     with pytest.raises(RETRIED[code]) as caught:
         await client.generate("What is 25 + 75?")
@@ -186,6 +192,57 @@ async def test_rate_limit_error_carries_the_server_details(
     assert "RESOURCE_EXHAUSTED: slow down [RATE_LIMITED]" in str(err)
     assert err.to_dict()["code"] == "RESOURCE_EXHAUSTED"
     assert fake_time.sleeps == [2.5, 4.0]
+
+
+@pytest.mark.parametrize(
+    "details",
+    [{"reason": "RATE_LIMITED"}, {"retry_delay": 0.0}, {"pushback_ms": 0}],
+    ids=["ErrorInfo", "RetryInfo", "pushback"],
+)
+async def test_resource_exhausted_with_any_server_detail_is_a_rate_limit(
+    details: dict[str, object], fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory,
+    fake_time: FakeTime,
+) -> None:
+    fault.fail(1, C.RESOURCE_EXHAUSTED, **details)
+    client = make_client(fault_server.address, **fast(fake_time))
+    assert (await client.generate("hi")).attempts == 2
+    assert fake_time.sleeps == [2.0]
+
+
+async def test_plain_resource_exhausted_is_not_a_rate_limit_and_not_retried(
+    fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory, fake_time: FakeTime,
+    client_logs: pytest.LogCaptureFixture,
+) -> None:
+    """RESOURCE_EXHAUSTED without RetryInfo, ErrorInfo or pushback is gRPC's own size limit."""
+    fault.fail(3, C.RESOURCE_EXHAUSTED, message="Received message larger than max (5242880 vs. 4194304)")
+    client = make_client(fault_server.address, **fast(fake_time))
+    with pytest.raises(MessageTooLargeError) as caught:
+        await client.generate("hi")
+    err = caught.value
+    assert isinstance(err, InvalidRequestError) and not isinstance(err, RateLimitedError)
+    assert err.code is C.RESOURCE_EXHAUSTED and not err.retryable and err.attempts == 1
+    assert err.to_dict()["error"] == "MessageTooLargeError"
+    assert fault.count == 1 and fake_time.sleeps == []
+    messages = [r.getMessage() for r in client_logs.records]
+    assert len(messages) == 1 and messages[0].startswith("Gateway request failed after 1 attempt (not retryable)")
+    # the same for a stream
+    with pytest.raises(MessageTooLargeError):
+        async for _ in client.stream("hi"):
+            pass
+    assert fault.count == 2 and fake_time.sleeps == []
+
+
+async def test_an_answer_over_the_clients_size_limit_is_asked_for_once(
+    fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory, fake_time: FakeTime
+) -> None:
+    """gRPC's real "Received message larger than max", raised on the client's side."""
+    fault.then(Reply("x" * 5000, times=3))
+    client = make_client(fault_server.address, **fast(fake_time),
+                         channel_options=[("grpc.max_receive_message_length", 1024)])
+    with pytest.raises(MessageTooLargeError) as caught:
+        await client.generate("hi")
+    assert caught.value.code is C.RESOURCE_EXHAUSTED and "larger than max" in caught.value.message
+    assert caught.value.attempts == 1 and fault.count == 1 and fake_time.sleeps == []
 
 
 async def test_jitter_spreads_the_waits_when_switched_on(

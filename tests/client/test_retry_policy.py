@@ -9,6 +9,7 @@ from orchestrator_client.retry_policy import (
     DEFAULT_NON_RETRYABLE_CODES,
     DEFAULT_RETRYABLE_CODES,
     backoff_delay,
+    is_rate_limit,
     is_retryable,
     parse_codes,
     parse_pushback_ms,
@@ -94,3 +95,26 @@ def test_attempts_are_one_based() -> None:
 )
 def test_pushback_trailer_parsing(raw: str | bytes | None, seconds: float | None) -> None:
     assert parse_pushback_ms(raw) == seconds
+
+
+@pytest.mark.parametrize(
+    ("retry_info", "error_info", "pushback", "expected"),
+    [
+        (False, False, False, False),  # gRPC's own "Received message larger than max"
+        (True, False, False, True),
+        (False, True, False, True),
+        (False, False, True, True),
+        (True, True, True, True),  # the gateway's rate limit: RetryInfo + ErrorInfo + pushback trailer
+    ],
+)
+def test_resource_exhausted_is_a_rate_limit_only_with_the_servers_details(
+    retry_info: bool, error_info: bool, pushback: bool, expected: bool
+) -> None:
+    assert is_rate_limit(C.RESOURCE_EXHAUSTED, retry_info=retry_info, error_info=error_info,
+                         pushback=pushback) is expected
+
+
+@pytest.mark.parametrize("code", [C.UNAVAILABLE, C.INVALID_ARGUMENT, C.INTERNAL], ids=lambda c: c.name)
+def test_only_resource_exhausted_is_a_rate_limit(code: grpc.StatusCode) -> None:
+    assert not is_rate_limit(code, retry_info=True, error_info=True, pushback=True)
+    assert not is_rate_limit(C.RESOURCE_EXHAUSTED)

@@ -90,3 +90,47 @@ def test_stats_from_threads() -> None:
     stats.reset()
     assert stats.total_requests == 0 and stats.success_rate == 100.0
     assert "total_requests=0" in repr(stats)
+
+
+async def test_only_generate_and_stream_are_counted(
+    fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory
+) -> None:
+    """Health probes, provider listings and status checks leave the statistics alone."""
+    client = make_client(fault_server.address, max_retries=1)
+    await client.health()
+    await client.list_providers()
+    await client.status()
+    fault.fail(3, grpc.StatusCode.UNAVAILABLE)
+    for probe in (client.health, client.list_providers, client.status):
+        with pytest.raises(GatewayError):
+            await probe()
+    snap = client.stats.snapshot()
+    assert (snap.total_requests, snap.total_failures, snap.consecutive_failures, snap.total_attempts) == (0, 0, 0, 0)
+    assert snap.success_rate == 100.0
+
+    await client.generate("What is 25 + 75?")
+    fault.fail(1, grpc.StatusCode.INVALID_ARGUMENT)
+    with pytest.raises(GatewayError):
+        await client.generate("x")
+    async with client.stream("What is 25 + 75?") as events:
+        async for _ in events:
+            pass
+    snap = client.stats.snapshot()
+    assert (snap.total_requests, snap.total_failures, snap.total_attempts) == (3, 1, 3)
+    assert snap.success_rate == pytest.approx(200 / 3)
+
+
+async def test_the_orchestrator_probing_health_does_not_skew_the_reasoners_success_rate(
+    fault: FaultServicer, fault_server: FaultServer
+) -> None:
+    from orchestrator_client import GatewayReasoner, GatewaySettings
+
+    async with GatewayReasoner(GatewaySettings(url=fault_server.address, max_retries=1)) as reasoner:
+        assert await reasoner.reason("What is 25 + 75?") == "100"
+        fault.fail(1, grpc.StatusCode.UNAVAILABLE)
+        with pytest.raises(GatewayError):
+            await reasoner.client.health()  # the gateway is briefly down for a probe
+        for _ in range(5):
+            assert (await reasoner.client.health()).healthy
+        assert (reasoner.total_requests, reasoner.total_failures, reasoner.consecutive_failures) == (1, 0, 0)
+        assert reasoner.success_rate == 100.0

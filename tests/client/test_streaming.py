@@ -120,13 +120,14 @@ async def test_retried_before_the_first_event_exactly_as_generate(
     make_client: ClientFactory, fake_time: FakeTime, client_logs: pytest.LogCaptureFixture,
 ) -> None:
     client = make_client(fault_server.address, **fast(fake_time))
-    fault.fail(2, code)
+    details = {"pushback_ms": 0} if code is C.RESOURCE_EXHAUSTED else {}  # a rate limit, as the gateway sends it
+    fault.fail(2, code, **details)
     result = await client.generate("What is 25 + 75?")
     generate_sleeps, fake_time.sleeps = fake_time.sleeps, []
     generate_log = [(r.levelno, r.getMessage()) for r in client_logs.records]
     client_logs.clear()
 
-    fault.fail(2, code)
+    fault.fail(2, code, **details)
     stream = client.stream("What is 25 + 75?")
     events = await collect(stream)
     assert fake_time.sleeps == generate_sleeps == sleeps

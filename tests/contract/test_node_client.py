@@ -12,8 +12,6 @@ import json
 import re
 from typing import Any
 
-import pytest
-
 from .conftest import NODE_EXAMPLE, run, run_async
 
 CLIENT = NODE_EXAMPLE / "client.js"
@@ -91,8 +89,6 @@ async def test_error_details_reach_node(node: str, gateway_address: str) -> None
 async def test_generate_stream(node: str, gateway_address: str) -> None:
     """GenerateStream from Node: start, text deltas that add up to the answer, end."""
     code, data, stderr = await client_json(node, gateway_address, QUESTION, "--rpc", "stream")
-    if code != 0 and data.get("error", {}).get("codeName") == "UNIMPLEMENTED":
-        pytest.skip("the gateway does not implement GenerateStream yet (UNIMPLEMENTED)")
     assert code == 0, (data, stderr)
     stream = data["stream"]
     assert says_100(stream["content"]), stream
