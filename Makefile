@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.install-stamp
 CONFIG  ?= config/gateway.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup stubs run test demo lint bench clean node-deps contract-baseline
+.PHONY: setup stubs run test demo lint bench clean node-deps contract-baseline codegen-deps
 
 setup: $(STAMP)
 
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml $(STUBS)
 run: setup
 	$(BIN)/python -m gateway_server --config $(CONFIG)
 
-test: setup node-deps
+test: setup node-deps codegen-deps
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -53,6 +53,10 @@ lint: setup
 # After a deliberate contract change: refresh the buf breaking-change baseline (commit it with the .proto).
 contract-baseline: setup
 	bash scripts/lint.sh --update-baseline
+
+# Debian's gRPC plugins for C++ and Java, for the service-stub generation checks (root + apt only).
+codegen-deps:
+	bash scripts/codegen_deps.sh
 
 # npm dependencies of the Node.js example (skipped with a message where npm is absent).
 node-deps:

