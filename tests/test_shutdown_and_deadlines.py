@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -16,21 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 from tests.conftest import mock_config
-from tests.helpers import ask, error_details
-
-
-async def _read_until(stream: asyncio.StreamReader, pattern: str, lines: list[str],
-                      timeout: float = 30) -> re.Match[str]:
-    async with asyncio.timeout(timeout):
-        while True:
-            raw = await stream.readline()
-            if not raw:
-                raise AssertionError("gateway exited early:\n" + "".join(lines))
-            line = raw.decode()
-            lines.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
+from tests.helpers import ask, error_details, gateway_process
 
 
 async def test_sigterm_drains_in_flight_calls_then_exits_0(tmp_path: Path) -> None:
@@ -39,22 +22,18 @@ async def test_sigterm_drains_in_flight_calls_then_exits_0(tmp_path: Path) -> No
         "host: 127.0.0.1\nport: 0\nlog_level: DEBUG\ndefault_provider: slow\n"
         "providers:\n  slow:\n    type: mock\n    latency_ms: 1500\n"
         "health_check:\n  interval: 3600\nserver:\n  grace_period: 20\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway_server", "--config", str(config),
-        stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={**os.environ, "GATEWAY_LOG_LEVEL": "DEBUG"})
-    assert proc.stderr is not None
-    lines: list[str] = []
-    try:
-        port = int((await _read_until(proc.stderr, r"on 127\.0\.0\.1:(\d+)", lines)).group(1))
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with gateway_process(config, env={"GATEWAY_LOG_LEVEL": "DEBUG"}) as gateway:
+        proc = gateway.proc
+        assert proc.stderr is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             stub = pb_grpc.ModelGatewayStub(channel)
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             in_flight = asyncio.ensure_future(stub.Generate(ask(), timeout=30))
-            await _read_until(proc.stderr, r"received call 1", lines)
+            await gateway.read_until(r"received call 1")
             proc.send_signal(signal.SIGTERM)
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            await _read_until(proc.stderr, r"Shutting down", lines)
+            await gateway.read_until(r"Shutting down")
             response = await in_flight
             assert response.content == "100"
             with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -64,11 +43,7 @@ async def test_sigterm_drains_in_flight_calls_then_exits_0(tmp_path: Path) -> No
             rest = await proc.stderr.read()
             assert await proc.wait() == 0
         assert "Gateway stopped" in rest.decode()
-        assert "Traceback" not in "".join(lines) + rest.decode()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert "Traceback" not in "".join(gateway.lines) + rest.decode()
 
 
 async def test_deadline_shorter_than_a_slow_provider_ends_at_the_deadline(gateway_factory, stub_for) -> None:
@@ -108,26 +83,16 @@ async def test_sigterm_with_a_hung_bedrock_call_exits_within_the_grace_period(tm
             f"providers:\n  bedrock:\n    type: bedrock\n    endpoint_url: {emu.endpoint_url}\n"
             "    region: us-east-1\n    model_id: anthropic.test\n    timeout: 60\n"
             "health_check:\n  enabled: false\nserver:\n  grace_period: 0.5\n")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway_server", "--config", str(config),
-            stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={**os.environ})
-        assert proc.stderr is not None
-        lines: list[str] = []
-        try:
-            port = int((await _read_until(proc.stderr, r"on 127\.0\.0\.1:(\d+)", lines)).group(1))
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with gateway_process(config) as gateway:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
                 stub = pb_grpc.ModelGatewayStub(channel)
                 in_flight = asyncio.ensure_future(stub.Generate(ask(), timeout=60))
                 assert await emu.await_requests(1)
                 started = time.monotonic()
-                proc.send_signal(signal.SIGTERM)
+                gateway.proc.send_signal(signal.SIGTERM)
                 async with asyncio.timeout(30):
-                    assert await proc.wait() == 0
+                    assert await gateway.proc.wait() == 0
                 elapsed = time.monotonic() - started
                 with pytest.raises(grpc.aio.AioRpcError):
                     await in_flight
             assert elapsed < 3.0, f"exit took {elapsed:.1f}s after SIGTERM with a 0.5 s grace period"
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()

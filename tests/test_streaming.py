@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 from tests.conftest import mock_config
 from tests.emulators import AnthropicEmulator, BedrockEmulator, Fault
-from tests.helpers import ask, error_details
+from tests.helpers import ask, error_details, gateway_process
 from tests.test_fallback import AWS_KEY_ID, AWS_SECRET, BEDROCK_CLAUDE, CLAUDE, config
 
 pytestmark = pytest.mark.usefixtures("aws_credentials")
@@ -316,19 +314,8 @@ async def test_a_long_stream_keeps_gateway_memory_flat_even_for_a_slow_reader(
         f"host: 127.0.0.1\nport: 0\nlog_level: INFO\ndefault_provider: {provider}\nproviders:\n  {provider}:\n"
         + PROVIDER_YAML[provider].format(url=emu.base_url, key=getattr(emu, "api_key", ""))
         + "health_check:\n  enabled: false\n")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway_server", "--config",
-                                                str(config_file), stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
-                                                env={**os.environ})
-    assert proc.stderr is not None
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                line = (await proc.stderr.readline()).decode()
-                assert line, "gateway exited"
-                if match := re.search(r"on 127\.0\.0\.1:(\d+)", line):
-                    port = int(match.group(1))
-                    break
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with gateway_process(config_file) as gateway:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             stub = pb_grpc.ModelGatewayStub(channel)
 
             async def stream_megabytes(megabytes: int, pause: float = 0.0) -> int:
@@ -336,16 +323,13 @@ async def test_a_long_stream_keeps_gateway_memory_flat_even_for_a_slow_reader(
                 emu.stream_repeat = megabytes * 1000
                 received = 0
                 async for event in stub.GenerateStream(ask("long please", max_tokens=100_000), timeout=60):
-                    if received == 0 and pause:
+                    if pause and event.WhichOneof("event") == "start":
                         await asyncio.sleep(pause)  # a slow reader: the provider keeps sending meanwhile
                     received += len(event.delta.text)
                 return received
 
             assert await stream_megabytes(1) >= 1200 * 1000  # warm-up: pools, buffers, code paths
-            baseline = _peak_rss_kb(proc.pid)
+            baseline = _peak_rss_kb(gateway.proc.pid)
             assert await stream_megabytes(8, pause=2.0) >= 1200 * 8000
-            growth_kb = _peak_rss_kb(proc.pid) - baseline
-        assert growth_kb < 4 * 1024, f"peak RSS grew by {growth_kb} kB for an 8 MB stream"
-    finally:
-        proc.terminate()
-        await proc.wait()
+            growth_kb = _peak_rss_kb(gateway.proc.pid) - baseline
+    assert growth_kb < 4 * 1024, f"peak RSS grew by {growth_kb} kB for an 8 MB stream"
