@@ -181,6 +181,11 @@ class Router:
                     if policy.counts_against_health(exc.kind):
                         self._health.record_failure(name, str(exc), None)
                     raise self._interrupted(name, events, chars, exc) from exc
+                except Exception as exc:  # an unclassified provider failure: still the provider's
+                    log.exception("Provider '%s' raised an unclassified %s mid-stream", name, type(exc).__name__)
+                    error = ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
+                    self._health.record_failure(name, str(error), None)
+                    raise self._interrupted(name, events, chars, error) from exc
         finally:
             await upstream.aclose()
 
