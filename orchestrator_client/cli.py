@@ -269,20 +269,18 @@ def _print_stream_summary(end: StreamEnd, model: str, provider: str, err: TextIO
     )
 
 
+def _generate_options(args: argparse.Namespace, metadata: dict[str, str]) -> dict[str, Any]:
+    """The keyword arguments `generate` and `stream` share, from the command line."""
+    return {"system": args.system, "provider": args.provider, "model": args.model,
+            "max_tokens": args.max_tokens, "temperature": args.temperature, "metadata": metadata,
+            "request_id": args.request_id}
+
+
 async def _stream_generate(
     client: GatewayClient, args: argparse.Namespace, prompt: str, metadata: dict[str, str], as_json: bool,
     out: TextIO, err: TextIO,
 ) -> int:
-    events = client.stream(
-        prompt,
-        system=args.system,
-        provider=args.provider,
-        model=args.model,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        metadata=metadata,
-        request_id=args.request_id,
-    )
+    events = client.stream(prompt, **_generate_options(args, metadata))
     line_open = False  # text written without its final newline
     async with events:
         try:
@@ -351,16 +349,7 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.command == "generate" and args.stream:
             return await _stream_generate(client, args, prompt, metadata, as_json, out, err)
         if args.command == "generate":
-            result = await client.generate(
-                prompt,
-                system=args.system,
-                provider=args.provider,
-                model=args.model,
-                max_tokens=args.max_tokens,
-                temperature=args.temperature,
-                metadata=metadata,
-                request_id=args.request_id,
-            )
+            result = await client.generate(prompt, **_generate_options(args, metadata))
             if as_json:
                 json.dump(to_jsonable(result), out, indent=2)
                 out.write("\n")
