@@ -252,6 +252,10 @@ class GatewayClient:
             ("grpc.initial_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 10_000),
             ("grpc.primary_user_agent", USER_AGENT),
+            # One channel per client: a process-wide subchannel pool would only share another
+            # client's connection failures (a new client to a gateway that just came back would
+            # first fail from the cached backoff state).
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if tls_server_name:
             options.append(("grpc.ssl_target_name_override", tls_server_name))

@@ -527,6 +527,7 @@ def test_grpc_retries_are_switched_off_on_the_channel() -> None:
     client = GatewayClient("localhost:1")
     options = dict(client._channel_options)
     assert options["grpc.enable_retries"] == 0
+    assert options["grpc.use_local_subchannel_pool"] == 1
     assert '"round_robin"' in options["grpc.service_config"]
     assert options["grpc.keepalive_time_ms"] == 60_000
 
