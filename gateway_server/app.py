@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway_server.health import HealthMonitor
+from gateway_server.outlier import Clock
 from gateway_server.providers import build_providers
 from gateway_server.router import Router
 from gateway_server.servicer import ModelGatewayServicer
@@ -25,8 +27,9 @@ SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["ModelGateway"].full_name
 class GatewayApp:
     """One running gateway. ``await GatewayApp(settings).start()``; ``await app.stop()``."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, *, clock: Clock = time.monotonic) -> None:
         self.settings = settings
+        self.clock = clock  # outlier ejection's clock (tests pass a controllable one)
         self.providers = build_providers(settings)
         self.health: HealthMonitor | None = None
         self.router: Router | None = None
@@ -34,13 +37,17 @@ class GatewayApp:
         self.grpc_health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self._stopping = False
+        self._serving: bool | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> GatewayApp:
         s = self.settings
         await asyncio.gather(*(p.start() for p in self.providers.values()))
         # Credentials are known only after the providers' start().
         self.health = HealthMonitor(self.providers, interval=s.health_check.interval,
-                                    timeout=s.health_check.timeout, enabled=s.health_check.enabled)
+                                    timeout=s.health_check.timeout, enabled=s.health_check.enabled,
+                                    outlier=s.outlier_detection, clock=self.clock)
         self.router = Router(s, self.providers, self.health)
         self.servicer = ModelGatewayServicer(s, self.providers, self.router, self.health)
         # Requests up to twice the limit reach validation (INVALID_ARGUMENT naming the size); larger
@@ -63,8 +70,10 @@ class GatewayApp:
             raise OSError(f"cannot listen on {s.host}:{s.port} (address in use or not available)") from None
         await server.start()
         self.server = server
-        for name in ("", SERVICE_FULL_NAME):
-            await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # Liveness ("") stays SERVING; the ModelGateway service is NOT_SERVING while no provider is usable.
+        await self.grpc_health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._update_serving()
+        self.health.on_change = self._serving_changed
         self.health.start()
         usable = [n for n, p in self.providers.items() if p.usable]
         log.info("Gateway started with %d provider(s) on %s:%d: usable=%s default=%s fallback=%s",
@@ -72,10 +81,28 @@ class GatewayApp:
                  self.router.default_provider, ">".join(self.router.fallback_order) or "off")
         return self
 
+    def _serving_changed(self) -> None:
+        if self.health is not None and not self._stopping:
+            task = asyncio.get_running_loop().create_task(self._update_serving())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _update_serving(self) -> None:
+        if self.health is None or self._stopping:
+            return
+        serving = self.health.any_usable()
+        if serving != self._serving:
+            self._serving = serving
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            if not serving:
+                log.warning("No usable provider: %s is NOT_SERVING in grpc.health.v1", SERVICE_FULL_NAME)
+            await self.grpc_health.set(SERVICE_FULL_NAME, status)
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace`` seconds."""
         if grace is None:
             grace = self.settings.server.grace_period
+        self._stopping = True
         if self.servicer is not None:
             self.servicer.draining = True
         await self.grpc_health.enter_graceful_shutdown()

@@ -8,6 +8,7 @@ final gRPC status with AIP-193 details (ErrorInfo, RetryInfo, BadRequest) to the
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,8 +67,67 @@ _KIND_REASON: dict[ErrorKind, str] = {
 }
 
 
+# What never reaches a log nor a caller: access key ids, API keys, long tokens.
+_SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA)[A-Z0-9]{8,}\b"), "<aws-key-id>"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{6,}"), "<key>"),
+    (re.compile(r"\b[A-Za-z0-9+/_=-]{40,}"), "<token>"),
+)
+# What never reaches a caller either: AWS ARNs and account ids.
+_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\barn:aws[a-z-]*:[^\s\"',;)]*", re.IGNORECASE), "<arn>"),
+    *_SECRETS,
+    (re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])"), "<account>"),
+)
+_MAX_PROVIDER_TEXT = 300
+
+# The caller-facing words for a provider failure, by kind: the provider's own text goes to the log.
+_SUMMARY: dict[ErrorKind, str] = {
+    ErrorKind.TIMEOUT: "the provider did not answer in time",
+    ErrorKind.CONNECTION: "the connection to the provider failed",
+    ErrorKind.SERVER: "the provider failed",
+    ErrorKind.OVERLOADED: "the provider is overloaded",
+    ErrorKind.RATE_LIMITED: "the provider's rate limit was reached",
+    ErrorKind.AUTH: "the provider rejected the gateway's credentials",
+    ErrorKind.INVALID_REQUEST: "the provider rejected the request",
+    ErrorKind.NOT_FOUND: "the provider does not know the model",
+    ErrorKind.MALFORMED_RESPONSE: "the provider's answer was unreadable",
+}
+
+
+def redact(text: str) -> str:
+    """``text`` without ARNs, account ids, key ids, API keys or long tokens, at most 300 characters."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text if len(text) <= _MAX_PROVIDER_TEXT else text[:_MAX_PROVIDER_TEXT - 3] + "..."
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` without key ids, API keys or long tokens (ARNs and account ids kept): for the log."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def caller_message(kind: ErrorKind, provider_text: str) -> str:
+    """What a caller may read about a provider's error response.
+
+    An invalid request or an unknown model is the caller's to fix, so the provider's words are kept
+    (redacted); for every other kind a fixed summary: the provider's text is for the log only.
+    """
+    if kind in (ErrorKind.INVALID_REQUEST, ErrorKind.NOT_FOUND) and provider_text:
+        return redact(provider_text)
+    return _SUMMARY[kind]
+
+
 class ProviderError(Exception):
-    """A failed provider call, already classified. ``message`` never contains a credential."""
+    """A failed provider call, already classified.
+
+    ``message`` (and ``str()``) is the caller-facing summary: redacted, never a credential, an ARN,
+    an account id or a raw provider body. ``error_type`` is the provider's error type
+    (``overloaded_error``, ``AccessDeniedException``); ``detail`` the provider's full text, for the
+    log only (``log_text()``).
+    """
 
     def __init__(
         self,
@@ -76,17 +136,36 @@ class ProviderError(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        error_type: str | None = None,
+        detail: str | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.error_type = error_type or None
+        self.detail = detail or None
+
+    def _facts(self) -> str:
+        facts = [f"HTTP {self.status}"] if self.status is not None else []
+        if self.error_type:
+            facts.append(redact(self.error_type)[:80])
+        return ", ".join(facts)
+
+    def summary(self) -> str:
+        """The caller-facing message with the HTTP status and the provider's error type (Attempt.message)."""
+        facts = self._facts()
+        return f"{self.message} ({facts})" if facts else self.message
 
     def __str__(self) -> str:
-        return f"{self.kind.value}: {self.message}" if self.status is None else (
-            f"{self.kind.value} (HTTP {self.status}): {self.message}"
-        )
+        facts = self._facts()
+        return f"{self.kind.value} ({facts}): {self.message}" if facts else f"{self.kind.value}: {self.message}"
+
+    def log_text(self) -> str:
+        """The summary plus the provider's own text: for the gateway's log, never for a caller."""
+        return f"{self} [provider said: {redact_secrets(self.detail)}]" if self.detail else str(self)
 
 
 class GatewayError(Exception):

@@ -21,24 +21,26 @@ class ModelResolver:
         return model in self._aliases or model in self._alias_of_id
 
     def resolve(self, requested: str, provider: str, *, default_model: str, provider_models: tuple[str, ...],
-                first: bool) -> str:
+                first: bool, substitute_default: bool = False) -> str | None:
         """The model id to send to ``provider`` for a request that asked for ``requested``.
 
         - nothing requested: the provider's default model;
-        - an alias: the alias's id for this provider, else the provider's default;
+        - an alias: the alias's id for this provider;
         - an id the provider lists: as asked;
         - an id of an alias (another provider's id, say): translated through that alias;
-        - any other id: as asked on the provider the request chose (it decides), else the
-          fallback provider's default model.
+        - any other id: as asked on the provider the request chose (it decides);
+        - otherwise (no id for this provider): None, the model is unavailable there, unless
+          ``substitute_default`` allows answering with the provider's default model.
         """
         if not requested:
             return default_model
+        fallback = default_model if substitute_default else None
         mapping = self._aliases.get(requested)
         if mapping is not None:
-            return mapping.get(provider, default_model)
+            return mapping.get(provider, fallback)
         if requested in provider_models:
             return requested
         alias = self._alias_of_id.get(requested)
         if alias is not None:
-            return self._aliases[alias].get(provider, default_model)
-        return requested if first else default_model
+            return self._aliases[alias].get(provider, fallback)
+        return requested if first else fallback

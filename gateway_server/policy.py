@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 
 import grpc
@@ -18,9 +19,44 @@ _RETRY_SAME_PROVIDER = frozenset({ErrorKind.SERVER, ErrorKind.OVERLOADED, ErrorK
 _NO_FALLBACK = frozenset({ErrorKind.INVALID_REQUEST})
 
 
-def retries_same_provider(kind: ErrorKind) -> bool:
-    """Whether a failure of this kind is worth re-trying on the same provider."""
+def retries_same_provider(kind: ErrorKind, *, alternatives: bool = False) -> bool:
+    """Whether a failure of this kind is worth re-trying on the same provider.
+
+    An overloaded provider is never re-tried while the chain has another provider (``alternatives``):
+    hammering it is what keeps it overloaded, and the caller's own retry multiplies every re-try.
+    """
+    if kind is ErrorKind.OVERLOADED and alternatives:
+        return False
     return kind in _RETRY_SAME_PROVIDER
+
+
+_EJECTING = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.SERVER, ErrorKind.OVERLOADED,
+                       ErrorKind.MALFORMED_RESPONSE})
+
+
+def counts_for_ejection(kind: ErrorKind) -> bool:
+    """Whether a failure counts towards outlier ejection: timeout, connection, 5xx, 529, bad response.
+
+    Rate limits cool a provider down by their retry-after instead; rejected credentials and invalid
+    requests fail fast and say nothing about the provider's availability.
+    """
+    return kind in _EJECTING
+
+
+def retry_budget_allows(active_calls: int, active_retries: int, *, budget_percent: float,
+                        min_retry_concurrency: int) -> bool:
+    """Envoy's retry budget: one more re-try may start while the re-tries in flight stay within
+    ``budget_percent`` of the calls in flight, or below ``min_retry_concurrency``."""
+    allowed = max(float(min_retry_concurrency), active_calls * budget_percent / 100.0)
+    return active_retries + 1 <= allowed
+
+
+def pushback(now: float, ready_at: Sequence[float], *, default: float) -> float:
+    """Seconds until a retry could help: the soonest moment a provider of the chain takes traffic
+    again (``ready_at``, the same clock as ``now``); ``default`` when none is known."""
+    if not ready_at:
+        return default
+    return max(0.0, min(ready_at) - now)
 
 
 def falls_back(kind: ErrorKind, *, on_invalid_request: bool = False) -> bool:
@@ -57,6 +93,35 @@ def attempt_budget(provider_timeout: float, remaining: float | None, *, margin: 
     if left < provider_timeout:
         return left, True
     return provider_timeout, False
+
+
+class AttemptLimit(enum.Enum):
+    """What bounds an attempt's time."""
+
+    PROVIDER = "provider"  # the provider's own timeout: a timeout is the provider's failure
+    RESERVE = "reserve"  # the share kept for the next provider: a timeout moves on
+    DEADLINE = "deadline"  # the caller's deadline: a timeout ends the call
+
+
+def attempt_limit(provider_timeout: float, remaining: float | None, *, margin: float, reserve_ratio: float = 0.0,
+                  more_providers: bool = False, min_attempt: float = 0.0) -> tuple[float, AttemptLimit]:
+    """The time law: (seconds this attempt may take, what bounds it).
+
+    An attempt gets its provider's timeout, but never more than the time left before the caller's
+    deadline less ``margin``; while another provider is still in the chain (``more_providers``),
+    never more than ``1 - reserve_ratio`` of that time (at least ``min_attempt``), so the next
+    provider keeps a usable share.
+    """
+    if remaining is None:
+        return provider_timeout, AttemptLimit.PROVIDER
+    left = remaining - margin
+    if more_providers and reserve_ratio > 0:
+        share = max(left * (1.0 - reserve_ratio), min(left, min_attempt))
+        if share < provider_timeout and share < left:
+            return share, AttemptLimit.RESERVE
+    if left < provider_timeout:
+        return left, AttemptLimit.DEADLINE
+    return provider_timeout, AttemptLimit.PROVIDER
 
 
 def final_status(errors: Sequence[ProviderError]) -> tuple[grpc.StatusCode, str, ProviderError]:

@@ -21,6 +21,7 @@ from gateway_server import policy
 from gateway_server.errors import ErrorKind, GatewayError, ProviderError
 from gateway_server.health import HealthMonitor
 from gateway_server.models import ModelResolver
+from gateway_server.outlier import Admission
 from gateway_server.providers import Provider, ProviderRequest, ProviderResponse
 from gateway_server.providers.base import StreamDone, StreamEvent, TextDelta
 from gateway_server.settings import GatewaySettings
@@ -70,6 +71,13 @@ class Router:
         self._default_retry_after = srv.default_retry_after
         self._backoff = srv.retry_backoff
         self._backoff_max = srv.retry_backoff_max
+        self._reserve_ratio = fb.reserve_ratio
+        self._substitute_default = fb.substitute_default_model
+        self._budget_percent = settings.retry_budget.budget_percent
+        self._min_retry_concurrency = settings.retry_budget.min_retry_concurrency
+        # The gateway-wide retry budget's counters (one event loop: plain ints).
+        self._active_calls = 0
+        self._active_retries = 0
         self.default_provider = self._effective_default(settings)
         # The chain for each possible first provider, computed once.
         self._chains = {name: self._chain(name) for name in providers}
@@ -180,18 +188,20 @@ class Router:
                 except ProviderError as exc:
                     if policy.counts_against_health(exc.kind):
                         self._health.record_failure(name, str(exc), None)
+                    self._health.record_outcome(name, exc)
                     raise self._interrupted(name, events, chars, exc) from exc
                 except Exception as exc:  # an unclassified provider failure: still the provider's
                     log.exception("Provider '%s' raised an unclassified %s mid-stream", name, type(exc).__name__)
                     error = ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
                     self._health.record_failure(name, str(error), None)
+                    self._health.record_outcome(name, error)
                     raise self._interrupted(name, events, chars, error) from exc
         finally:
             await upstream.aclose()
 
     def _interrupted(self, name: str, events: int, chars: int, error: ProviderError) -> GatewayError:
         log.warning("Provider '%s' failed mid-stream after %d events (%d characters): %s",
-                    name, events, chars, error)
+                    name, events, chars, error.log_text())
         return GatewayError(grpc.StatusCode.UNAVAILABLE, "STREAM_INTERRUPTED",
                             f"provider '{name}' failed after {events} content events ({chars} characters "
                             f"delivered): {error}",
@@ -202,13 +212,28 @@ class Router:
                          call: Callable[[Provider, str, float], Awaitable[T]],
                          base_timeout: Callable[[Provider], float]) -> tuple[T, str, list[pb.Attempt]]:
         """The chain with retries and fallback: (what ``call`` returned, the provider, the attempts)."""
+        self._active_calls += 1  # the retry budget's measure of load
+        try:
+            return await self._run_chain_once(request, provider, model, deadline, call, base_timeout)
+        finally:
+            self._active_calls -= 1
+
+    async def _run_chain_once(self, request: ProviderRequest, provider: str, model: str, deadline: float | None,
+                              call: Callable[[Provider, str, float], Awaitable[T]],
+                              base_timeout: Callable[[Provider], float]) -> tuple[T, str, list[pb.Attempt]]:
         loop = asyncio.get_running_loop()
         first = provider or self.default_provider
         chain = self._chains[first]
         attempts: list[pb.Attempt] = []
         errors: list[ProviderError] = []
+        failures: dict[str, ProviderError] = {}  # each provider's last failure, for the pushback
         tried = 0
         last = len(chain) - 1
+        alternatives = len({n for n in chain if self._providers[n].usable}) > 1
+        # Panic mode: when every provider of the chain is ejected, try them anyway (never strand traffic).
+        panic = self._all_blocked(chain)
+        if panic:
+            log.warning("PANIC: every provider of the chain %s is ejected; trying them anyway", ">".join(chain))
         for index, name in enumerate(chain):
             p = self._providers[name]
             if tried >= self._max_providers:
@@ -232,79 +257,190 @@ class Router:
                 attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
                                            reason="UNSUPPORTED_BY_PROVIDER", message=f"{field}: {why}"))
                 continue
+            target_model = self._target_model(model, name, first)
+            if target_model is None:
+                attempts.append(pb.Attempt(
+                    provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED, reason="MODEL_UNAVAILABLE",
+                    message=f"model '{model}' has no alias for this provider "
+                            f"(fallback.substitute_default_model is off)"))
+                continue
+            retry_original = self._retry_original and index == last and index != 0
+            if retry_original and not self._budget_allows():
+                attempts.append(pb.Attempt(provider=name, model=target_model,
+                                           outcome=pb.ATTEMPT_OUTCOME_SKIPPED, reason="RETRY_BUDGET_EXHAUSTED",
+                                           message="the gateway's retry budget is spent"))
+                continue
+            admission = Admission.OPEN
+            if not panic:
+                admission = self._health.admit(name)
+                if admission in (Admission.EJECTED, Admission.COOLING):
+                    if tried == 0 and self._next_candidate(chain, index, model, first, tried,
+                                                           panic=False) is None:
+                        panic = True  # the others went while this call started: still never strand it
+                        log.warning("PANIC: every provider of the chain %s is ejected; trying them anyway",
+                                    ">".join(chain))
+                    else:
+                        attempts.append(self._ejected(name, target_model, admission))
+                        continue
             tried += 1
-            target_model = self._models.resolve(model, name, default_model=p.default_model,
-                                                provider_models=p.models, first=index == 0)
+            trial = admission is Admission.TRIAL
+            if trial:
+                log.info("Provider '%s' is half-open: this request is its trial", name)
             started = time.perf_counter()
             retries = 0
-            while True:
-                remaining = None if deadline is None else deadline - loop.time()
-                timeout, bound_by_deadline = policy.attempt_budget(base_timeout(p), remaining, margin=self._margin)
-                if timeout < self._min_attempt:
-                    attempts.append(pb.Attempt(provider=name, model=target_model, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
-                                               code="DEADLINE_EXCEEDED", reason="DEADLINE_EXCEEDED",
-                                               message="too little time left for another attempt",
-                                               latency_ms=(time.perf_counter() - started) * 1000,
-                                               retries=retries))
-                    raise self._deadline_error(attempts, errors)
-                call_started = time.perf_counter()
-                try:
-                    async with asyncio.timeout(timeout):
-                        result = await call(p, target_model, timeout)
-                except TimeoutError:
-                    error = ProviderError(ErrorKind.TIMEOUT, f"no answer within {timeout:.3f}s")
-                except ProviderError as exc:
-                    error = exc
-                except Exception as exc:  # a provider bug or an SDK surprise: still the provider's failure
-                    log.exception("Provider '%s' raised an unclassified %s", name, type(exc).__name__)
-                    error = ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
-                else:
-                    latency_ms = (time.perf_counter() - started) * 1000
-                    self._health.record_success(name, (time.perf_counter() - call_started) * 1000)
-                    attempts.append(pb.Attempt(provider=name, model=target_model,
-                                               outcome=pb.ATTEMPT_OUTCOME_OK, latency_ms=latency_ms,
-                                               retries=retries))
-                    if errors:
-                        failed = next(a.provider for a in reversed(attempts)
-                                      if a.outcome == pb.ATTEMPT_OUTCOME_ERROR)
-                        log.info("FALLBACK SUCCESS: Provider '%s' succeeded after '%s' failed. "
-                                 "Attempt %d/%d, latency=%.2fms", name, failed, tried,
-                                 self._max_providers, latency_ms)
-                    return result, name, attempts
+            retrying = retry_original
+            if retrying:
+                self._active_retries += 1
+            try:
+                while True:
+                    remaining = None if deadline is None else deadline - loop.time()
+                    more = self._next_candidate(chain, index, model, first, tried, panic=panic) is not None
+                    timeout, limit = policy.attempt_limit(
+                        base_timeout(p), remaining, margin=self._margin, reserve_ratio=self._reserve_ratio,
+                        more_providers=more, min_attempt=self._min_attempt)
+                    if timeout < self._min_attempt:
+                        attempts.append(pb.Attempt(provider=name, model=target_model,
+                                                   outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
+                                                   code="DEADLINE_EXCEEDED", reason="DEADLINE_EXCEEDED",
+                                                   message="too little time left for another attempt",
+                                                   latency_ms=(time.perf_counter() - started) * 1000,
+                                                   retries=retries))
+                        raise self._deadline_error(attempts, errors)
+                    call_started = time.perf_counter()
+                    error: ProviderError | None = None
+                    try:
+                        async with asyncio.timeout(timeout):
+                            result = await call(p, target_model, timeout)
+                    except TimeoutError:
+                        error = ProviderError(ErrorKind.TIMEOUT, f"no answer within {timeout:.3f}s")
+                    except ProviderError as exc:
+                        error = exc
+                    except Exception as exc:  # a provider bug or an SDK surprise: still the provider's failure
+                        log.exception("Provider '%s' raised an unclassified %s", name, type(exc).__name__)
+                        error = ProviderError(ErrorKind.SERVER,
+                                              f"unexpected provider failure ({type(exc).__name__})")
+                    if retrying:
+                        self._active_retries -= 1
+                        retrying = False
+                    if error is None:
+                        latency_ms = (time.perf_counter() - started) * 1000
+                        self._health.record_success(name, (time.perf_counter() - call_started) * 1000)
+                        trial = False
+                        attempts.append(pb.Attempt(provider=name, model=target_model,
+                                                   outcome=pb.ATTEMPT_OUTCOME_OK, latency_ms=latency_ms,
+                                                   retries=retries))
+                        if errors:
+                            failed = next(a.provider for a in reversed(attempts)
+                                          if a.outcome == pb.ATTEMPT_OUTCOME_ERROR)
+                            log.info("FALLBACK SUCCESS: Provider '%s' succeeded after '%s' failed. "
+                                     "Attempt %d/%d, latency=%.2fms", name, failed, tried,
+                                     self._max_providers, latency_ms)
+                        return result, name, attempts
 
-                if policy.counts_against_health(error.kind):
-                    self._health.record_failure(name, str(error), (time.perf_counter() - call_started) * 1000)
-                if error.kind is ErrorKind.TIMEOUT and bound_by_deadline:
-                    errors.append(error)
-                    attempts.append(self._failed(name, target_model, error, started, retries))
-                    raise self._deadline_error(attempts, errors)
-                wait = self._same_provider_wait(p, error, retries, deadline, loop.time())
-                if wait is None:
-                    break
-                retries += 1
-                log.warning("Provider '%s' transient failure (try %d/%d): %s. Retrying in %.2fs...",
-                            name, retries, p.max_retries + 1, error, wait)
-                await asyncio.sleep(wait)
+                    # A timeout the caller's deadline or the fallback reserve cut short is no verdict
+                    # on the provider: only one with its own full timeout counts against it.
+                    counts = not (error.kind is ErrorKind.TIMEOUT and limit is not policy.AttemptLimit.PROVIDER)
+                    if counts and policy.counts_against_health(error.kind):
+                        self._health.record_failure(name, str(error),
+                                                    (time.perf_counter() - call_started) * 1000)
+                    self._health.record_outcome(name, error, counts=counts)
+                    trial = False
+                    if error.kind is ErrorKind.TIMEOUT and limit is policy.AttemptLimit.DEADLINE:
+                        errors.append(error)
+                        attempts.append(self._failed(name, target_model, error, started, retries))
+                        raise self._deadline_error(attempts, errors)
+                    wait = self._same_provider_wait(p, error, retries, deadline, loop.time(), alternatives)
+                    if wait is None:
+                        break
+                    if not self._budget_allows():
+                        log.warning("Provider '%s' transient failure: %s. Not retrying: the gateway's "
+                                    "retry budget is spent", name, error.log_text())
+                        break
+                    retries += 1
+                    self._active_retries += 1
+                    retrying = True
+                    log.warning("Provider '%s' transient failure (try %d/%d): %s. Retrying in %.2fs...",
+                                name, retries, p.max_retries + 1, error.log_text(), wait)
+                    await asyncio.sleep(wait)
+            finally:
+                if retrying:
+                    self._active_retries -= 1
+                if trial:  # cancelled (or the caller's deadline) before a verdict: free the trial
+                    self._health.end_trial(name)
 
             errors.append(error)
+            failures[name] = error
             attempts.append(self._failed(name, target_model, error, started, retries))
             if not policy.falls_back(error.kind, on_invalid_request=self._on_invalid):
                 break
-            if tried < self._max_providers:
-                upcoming = self._next_usable(chain, index)
-            else:
-                upcoming = chain[last] if self._retry_original and index != last else None
+            upcoming = self._next_candidate(chain, index, model, first, tried, panic=panic)
             if upcoming is not None:
                 log.warning("Provider '%s' failed (attempt %d/%d): %s. Trying fallback to '%s'...",
-                            name, tried, self._max_providers, error, upcoming)
-        raise self._exhausted_error(attempts, errors)
+                            name, tried, self._max_providers, error.log_text(), upcoming)
+        raise self._exhausted_error(attempts, errors, failures)
 
-    def _next_usable(self, chain: tuple[str, ...], index: int) -> str | None:
-        return next((n for n in chain[index + 1:] if self._providers[n].usable), None)
+    def _target_model(self, model: str, name: str, first: str) -> str | None:
+        p = self._providers[name]
+        # The first provider, and retry_original's try of it at the end, get the model as requested.
+        return self._models.resolve(model, name, default_model=p.default_model, provider_models=p.models,
+                                    first=name == first, substitute_default=self._substitute_default)
+
+    def _budget_allows(self) -> bool:
+        return policy.retry_budget_allows(self._active_calls, self._active_retries,
+                                          budget_percent=self._budget_percent,
+                                          min_retry_concurrency=self._min_retry_concurrency)
+
+    def _all_blocked(self, chain: tuple[str, ...]) -> bool:
+        usable = [n for n in dict.fromkeys(chain) if self._providers[n].usable]
+        return bool(usable) and all(self._health.blocked_until(n) is not None for n in usable)
+
+    def _next_candidate(self, chain: tuple[str, ...], index: int, model: str, first: str, tried: int, *,
+                        panic: bool) -> str | None:
+        """The provider the chain would try after ``chain[index]`` if it fails, None when none."""
+        if tried < self._max_providers:
+            later = chain[index + 1:]
+        elif self._retry_original and index != len(chain) - 1:
+            later = chain[-1:]
+        else:
+            return None
+        for name in later:
+            if not self._providers[name].usable or self._target_model(model, name, first) is None:
+                continue
+            if panic or self._health.blocked_until(name) is None:
+                return name
+        return None
+
+    def _pushback(self, attempts: list[pb.Attempt], failures: Mapping[str, ProviderError]) -> float:
+        """Seconds until a provider of this call's chain could answer: its retry-after, else the
+        default, never before its ejection or cool-down ends; the soonest of them."""
+        now = self._health.outlier.clock()
+        ready: list[float] = []
+        for name in dict.fromkeys(a.provider for a in attempts):
+            error = failures.get(name)
+            blocked = self._health.blocked_until(name)
+            if error is not None and error.retry_after is not None:
+                ready.append(now + error.retry_after)
+            elif error is not None:
+                ready.append(max(now + self._default_retry_after, blocked or 0.0))
+            elif blocked is not None:
+                ready.append(max(blocked, now))
+        return policy.pushback(now, ready, default=self._default_retry_after)
+
+    def _ejected(self, name: str, model: str, admission: Admission) -> pb.Attempt:
+        until = self._health.blocked_until(name)
+        left = max(0.0, (until or 0.0) - self._health.outlier.clock())
+        if admission is Admission.COOLING:
+            message = f"provider is cooling down after a rate limit for another {left:.1f}s"
+        elif left > 0:
+            message = f"provider is ejected for another {left:.1f}s"
+        else:
+            message = "provider is ejected; another request is its half-open trial"
+        return pb.Attempt(provider=name, model=model, outcome=pb.ATTEMPT_OUTCOME_SKIPPED, reason="PROVIDER_EJECTED",
+                          message=message)
 
     def _same_provider_wait(self, p: Provider, error: ProviderError, retries: int, deadline: float | None,
-                            now: float) -> float | None:
-        if retries >= p.max_retries or not policy.retries_same_provider(error.kind):
+                            now: float, alternatives: bool) -> float | None:
+        if retries >= p.max_retries or not policy.retries_same_provider(error.kind, alternatives=alternatives):
             return None
         wait = policy.retry_wait(retries + 1, base=self._backoff, cap=self._backoff_max,
                                  retry_after=error.retry_after)
@@ -317,7 +453,7 @@ class Router:
     @staticmethod
     def _failed(name: str, model: str, error: ProviderError, started: float, retries: int) -> pb.Attempt:
         return pb.Attempt(provider=name, model=model, outcome=pb.ATTEMPT_OUTCOME_ERROR,
-                          code=error.kind.code.name, reason=error.kind.reason, message=error.message,
+                          code=error.kind.code.name, reason=error.kind.reason, message=error.summary(),
                           latency_ms=(time.perf_counter() - started) * 1000, retries=retries)
 
     def _deadline_error(self, attempts: list[pb.Attempt], errors: list[ProviderError]) -> GatewayError:
@@ -329,7 +465,8 @@ class Router:
                          metadata={"providers": tried}),
             attempts)
 
-    def _exhausted_error(self, attempts: list[pb.Attempt], errors: list[ProviderError]) -> GatewayError:
+    def _exhausted_error(self, attempts: list[pb.Attempt], errors: list[ProviderError],
+                         failures: Mapping[str, ProviderError] | None = None) -> GatewayError:
         if not errors:
             skipped = "; ".join(f"{a.provider}: {a.message}" for a in attempts)
             return _with_attempts(
@@ -339,9 +476,11 @@ class Router:
                 attempts)
         code, reason, decisive = policy.final_status(errors)
         failed = [a for a in attempts if a.outcome == pb.ATTEMPT_OUTCOME_ERROR]
-        retry_after = policy.shortest_retry_after(errors)
-        if code is grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is None:
-            retry_after = self._default_retry_after
+        retry_after = None
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            # Every provider the gateway will try for this call was tried (or is ejected): tell the
+            # caller when a retry could help (RetryInfo + grpc-retry-pushback-ms) instead of its schedule.
+            retry_after = self._pushback(attempts, failures or {})
         if len(failed) == 1:
             message = f"provider '{failed[0].provider}' failed: {decisive}"
         else:

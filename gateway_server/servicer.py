@@ -198,10 +198,14 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         entries = []
         for name, p in self._providers.items():
             state = self._health.states[name]
-            entries.append(pb.ProviderHealth(
-                name=name, type=p.type, status=state.status, latency_ms=state.latency_ms,
+            ejection = self._health.state(name)
+            entry = pb.ProviderHealth(
+                name=name, type=p.type, status=self._health.status(name), latency_ms=state.latency_ms,
                 default_model=p.default_model, region=p.region, last_error=state.last_error,
-                checked_at=_timestamp(state.checked_at)))
+                checked_at=_timestamp(state.checked_at), ejection_count=ejection.ejections)
+            if ejection.until is not None:
+                entry.ejected_until.CopyFrom(_timestamp(self._health.wall_time(ejection.until)))
+            entries.append(entry)
         return pb.HealthResponse(status=self._health.overall(), providers=entries, timestamp=_timestamp(time.time()))
 
     async def ListProviders(
@@ -210,7 +214,18 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
     ) -> pb.ListProvidersResponse:
         if self._api_keys:
             await self._check_caller(context)
-        return pb.ListProvidersResponse(providers=self._provider_infos,
+        infos = []
+        for base in self._provider_infos:
+            ejection = self._health.state(base.name)
+            if ejection.until is None:
+                infos.append(base)
+                continue
+            info = pb.ProviderInfo()
+            info.CopyFrom(base)
+            info.ejected = True
+            info.ejected_until.CopyFrom(_timestamp(self._health.wall_time(ejection.until)))
+            infos.append(info)
+        return pb.ListProvidersResponse(providers=infos,
                                         default_provider=self._router.default_provider,
                                         fallback_order=list(self._router.fallback_order))
 

@@ -95,6 +95,37 @@ class FallbackConfig(_Strict):
     retry_original: bool = False
     # A request a provider rejects for its content is not sent elsewhere unless this is set.
     on_invalid_request: bool = False
+    # The time law: while another provider is still in the chain, one attempt may take at most
+    # (1 - reserve_ratio) of the time left before the caller's deadline, so the next keeps a share.
+    reserve_ratio: float = Field(0.5, ge=0, lt=1, description="Share of the time left kept for the next provider.")
+    # A concrete model id with no alias for the next provider: skip that provider (MODEL_UNAVAILABLE)
+    # unless this allows answering with its default model instead.
+    substitute_default_model: bool = False
+
+
+class OutlierDetectionConfig(_Strict):
+    """Envoy-style outlier ejection per provider (see outlier.py and README "Outlier ejection")."""
+
+    enabled: bool = True
+    consecutive_failures: int = Field(5, ge=1, description="Failures in a row that eject a provider.")
+    failure_ratio: float = Field(0.5, gt=0, le=1, description="Failed share over `interval` that ejects.")
+    interval: float = Field(10.0, gt=0, description="Seconds of traffic the failure ratio looks at.")
+    minimum_requests: int = Field(10, ge=1, description="Calls within `interval` before the ratio counts.")
+    base_ejection_time: float = Field(30.0, gt=0, description="First ejection; x the number of ejections.")
+    max_ejection_time: float = Field(300.0, gt=0, description="Longest ejection (and 429 cool-down).")
+
+    @model_validator(mode="after")
+    def _check_times(self) -> OutlierDetectionConfig:
+        if self.max_ejection_time < self.base_ejection_time:
+            raise ValueError("max_ejection_time must be at least base_ejection_time")
+        return self
+
+
+class RetryBudgetConfig(_Strict):
+    """Envoy's retry budget, gateway-wide: re-tries in flight <= max(min, percent x active calls)."""
+
+    budget_percent: float = Field(20.0, ge=0, le=100, description="Re-tries in flight per 100 active calls.")
+    min_retry_concurrency: int = Field(3, ge=0, description="Re-tries always allowed in flight.")
 
 
 class RateLimitConfig(_Strict):
@@ -151,6 +182,8 @@ class GatewaySettings(BaseSettings):
     fallback: FallbackConfig = FallbackConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
+    outlier_detection: OutlierDetectionConfig = OutlierDetectionConfig()
+    retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
 

@@ -227,7 +227,7 @@ async def test_max_fallback_attempts_bounds_the_chain(gateway_factory, stub_for,
 async def test_transient_failures_retry_the_same_provider_first(gateway_factory, stub_for, anthropic_emu,
                                                                 bedrock_emu) -> None:
     stub = await stub_for(await gateway_factory(config(anthropic_emu, bedrock_emu, anthropic={"max_retries": 3})))
-    anthropic_emu.inject(Fault.status(529), times=1)
+    anthropic_emu.inject(Fault.status(500), times=1)
     anthropic_emu.inject(Fault.drop(), times=1)
     response = await stub.Generate(ask(), timeout=10)
     assert response.provider == "anthropic"
@@ -246,7 +246,7 @@ async def test_rate_limits_and_timeouts_move_on_at_once(gateway_factory, stub_fo
 async def test_retry_after_is_honoured_between_same_provider_retries(gateway_factory, stub_for, anthropic_emu,
                                                                      bedrock_emu) -> None:
     stub = await stub_for(await gateway_factory(config(anthropic_emu, bedrock_emu, anthropic={"max_retries": 1})))
-    anthropic_emu.inject(Fault.status(529, retry_after=0.4), times=1)
+    anthropic_emu.inject(Fault.status(500, retry_after=0.4), times=1)
     response = await stub.Generate(ask(), timeout=10)
     assert response.provider == "anthropic"
     calls = [r for r in anthropic_emu.requests if r.path == "/v1/messages"]
@@ -318,7 +318,8 @@ async def test_no_usable_provider_is_failed_precondition(gateway_factory, stub_f
 async def test_a_deadline_shorter_than_a_hanging_provider(gateway_factory, stub_for, anthropic_emu, bedrock_emu,
                                                           first: str) -> None:
     stub = await stub_for(await gateway_factory(config(
-        anthropic_emu, bedrock_emu, first=first, anthropic={"timeout": 60}, bedrock={"timeout": 60})))
+        anthropic_emu, bedrock_emu, first=first, anthropic={"timeout": 60}, bedrock={"timeout": 60},
+        fallback={"enabled": False})))
     emu = anthropic_emu if first == "anthropic" else bedrock_emu
     emu.inject(Fault.hang(), times=None)
     started = time.monotonic()
@@ -375,8 +376,11 @@ async def test_a_concrete_model_id_is_translated_for_the_fallback(gateway_factor
     anthropic_emu.inject(Fault.status(500), times=None)
     response = await stub.Generate(ask(model=CLAUDE), timeout=10)
     assert [a.model for a in response.attempts] == [CLAUDE, BEDROCK_CLAUDE]  # via the alias, not the default
-    unknown = await stub.Generate(ask(model="claude-other"), timeout=10)
-    assert [a.model for a in unknown.attempts] == ["claude-other", "global.anthropic.claude-haiku-5-5"]
+    # A concrete id with no alias for bedrock: bedrock is skipped, never silently answered by another model.
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(ask(model="claude-other"), timeout=10)
+    assert error_details(info.value).reason == "PROVIDER_ERROR"
+    assert bedrock_emu.model_calls == 1  # only the aliased call above
 
 
 async def test_health_from_probes_and_real_traffic(gateway_factory, stub_for, anthropic_emu, bedrock_emu) -> None:

@@ -88,17 +88,75 @@ ALIASES = {"sonnet": {"anthropic": "claude-sonnet", "bedrock": "anthropic.claude
         ("", "bedrock", True, (), "default"),
         ("sonnet", "anthropic", True, (), "claude-sonnet"),
         ("sonnet", "bedrock", False, (), "anthropic.claude-sonnet-v1:0"),
-        ("sonnet", "mock", False, (), "default"),
+        ("sonnet", "mock", False, (), None),  # no alias for this provider: the model is unavailable there
         ("claude-sonnet", "anthropic", True, (), "claude-sonnet"),
         ("claude-sonnet", "bedrock", False, (), "anthropic.claude-sonnet-v1:0"),
         ("some-model", "bedrock", False, ("some-model",), "some-model"),
-        ("unknown-model", "bedrock", False, ("other",), "default"),
+        ("unknown-model", "bedrock", False, ("other",), None),
         ("unknown-model", "bedrock", True, (), "unknown-model"),
         ("anthropic.claude-sonnet-v1:0", "anthropic", True, ("claude-sonnet",), "claude-sonnet"),
     ],
 )
 def test_model_resolution(requested: str, provider: str, first: bool, models: tuple[str, ...],
-                          expected: str) -> None:
+                          expected: str | None) -> None:
     resolver = ModelResolver(ALIASES)
     assert resolver.resolve(requested, provider, default_model="default", provider_models=models,
                             first=first) == expected
+
+
+@pytest.mark.parametrize(("requested", "provider"), [("sonnet", "mock"), ("unknown-model", "bedrock")])
+def test_the_default_model_substitutes_only_when_allowed(requested: str, provider: str) -> None:
+    resolver = ModelResolver(ALIASES)
+    kwargs = {"default_model": "default", "provider_models": ("other",), "first": False}
+    assert resolver.resolve(requested, provider, **kwargs) is None  # type: ignore[arg-type]
+    assert resolver.resolve(requested, provider, substitute_default=True, **kwargs) == "default"  # type: ignore[arg-type]
+
+
+def test_overload_is_not_retried_on_the_same_provider_while_another_exists() -> None:
+    assert policy.retries_same_provider(ErrorKind.OVERLOADED, alternatives=False)
+    assert not policy.retries_same_provider(ErrorKind.OVERLOADED, alternatives=True)
+    assert policy.retries_same_provider(ErrorKind.SERVER, alternatives=True)
+
+
+@pytest.mark.parametrize("kind", [ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.SERVER, ErrorKind.OVERLOADED,
+                                  ErrorKind.MALFORMED_RESPONSE])
+def test_provider_outages_count_for_ejection(kind: ErrorKind) -> None:
+    assert policy.counts_for_ejection(kind)
+
+
+@pytest.mark.parametrize("kind", [ErrorKind.RATE_LIMITED, ErrorKind.AUTH, ErrorKind.INVALID_REQUEST,
+                                  ErrorKind.NOT_FOUND])
+def test_request_and_quota_failures_do_not_count_for_ejection(kind: ErrorKind) -> None:
+    assert not policy.counts_for_ejection(kind)
+
+
+def test_the_time_law_keeps_a_share_for_the_next_provider() -> None:
+    law = policy.attempt_limit
+    limit = policy.AttemptLimit
+    # No deadline: the provider's own timeout.
+    assert law(25, None, margin=0.02, reserve_ratio=0.5, more_providers=True) == (25, limit.PROVIDER)
+    # Deadline = provider timeout, another provider left: half of the time left.
+    assert law(6, 6.0, margin=0.0, reserve_ratio=0.5, more_providers=True) == (3.0, limit.RESERVE)
+    # The last provider gets everything that is left.
+    assert law(6, 3.0, margin=0.0, reserve_ratio=0.5, more_providers=False) == (3.0, limit.DEADLINE)
+    # A timeout that fits the share is the provider's: the shipped defaults (25 s vs a 60 s budget).
+    assert law(25, 60.0, margin=0.02, reserve_ratio=0.5, more_providers=True) == (25, limit.PROVIDER)
+    # Never below min_attempt while the time allows it.
+    assert law(6, 0.08, margin=0.0, reserve_ratio=0.5, more_providers=True, min_attempt=0.05) == (
+        0.05, limit.RESERVE)
+    # reserve_ratio 0 switches the reserve off.
+    assert law(6, 6.0, margin=0.0, reserve_ratio=0.0, more_providers=True) == (6, limit.PROVIDER)
+
+
+@pytest.mark.parametrize(("active", "retries", "allowed"), [
+    (1, 0, True), (1, 2, True), (1, 3, False),  # min_retry_concurrency 3
+    (100, 19, True), (100, 20, False),  # 20% of 100 calls in flight
+])
+def test_retry_budget(active: int, retries: int, allowed: bool) -> None:
+    assert policy.retry_budget_allows(active, retries, budget_percent=20, min_retry_concurrency=3) is allowed
+
+
+def test_pushback_is_the_soonest_provider_ready_again() -> None:
+    assert policy.pushback(100.0, [103.0, 101.5], default=1.0) == 1.5
+    assert policy.pushback(100.0, [], default=1.0) == 1.0
+    assert policy.pushback(100.0, [99.0], default=1.0) == 0.0

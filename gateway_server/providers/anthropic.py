@@ -16,7 +16,7 @@ import anthropic
 import httpx2
 from pydantic import SecretStr
 
-from gateway_server.errors import ErrorKind, ProviderError
+from gateway_server.errors import ErrorKind, ProviderError, caller_message
 from gateway_server.providers.base import (
     ChatMessage,
     ImagePart,
@@ -187,7 +187,9 @@ def classify(exc: BaseException) -> ProviderError:
             kind = ErrorKind.SERVER
         else:
             kind = ErrorKind.INVALID_REQUEST
-        return ProviderError(kind, message, status=status, retry_after=retry_after)
+        # The caller gets a summary (kind, HTTP status, error type); the API's text goes to the log only.
+        return ProviderError(kind, caller_message(kind, message), status=status, retry_after=retry_after,
+                             error_type=error_type or None, detail=message)
     if isinstance(exc, anthropic.APIResponseValidationError | json.JSONDecodeError | ValueError | TypeError
                   | AttributeError | KeyError):
         return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"unreadable response ({type(exc).__name__})")

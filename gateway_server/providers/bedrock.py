@@ -26,7 +26,7 @@ import botocore.eventstream
 import botocore.exceptions
 import urllib3.exceptions
 
-from gateway_server.errors import ErrorKind, ProviderError
+from gateway_server.errors import ErrorKind, ProviderError, caller_message
 from gateway_server.providers.base import (
     ImagePart,
     Part,
@@ -171,8 +171,10 @@ def classify(exc: BaseException) -> ProviderError:
             kind = ErrorKind.INVALID_REQUEST
         else:
             kind = ErrorKind.SERVER
-        return ProviderError(kind, f"{code}: {message}" if code else message, status=status,
-                             retry_after=retry_after)
+        # The caller gets a summary (kind, HTTP status, error code); AWS's text (account ids, ARNs) goes
+        # to the log only.
+        return ProviderError(kind, caller_message(kind, message), status=status, retry_after=retry_after,
+                             error_type=code or None, detail=message)
     if isinstance(exc, botocore.exceptions.ReadTimeoutError):
         return ProviderError(ErrorKind.TIMEOUT, "request timed out")
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
