@@ -6,10 +6,11 @@ PROTOS  := $(wildcard protos/modelgateway/v1/*.proto)
 STUBS   := modelgateway/v1/model_gateway_pb2.py
 TOOLS   := $(VENV)/.tools-stamp
 STAMP   := $(VENV)/.install-stamp
-CONFIG  ?= config/gateway.yaml
+# GATEWAY_CONFIG=path make run uses that file (CONFIG=path too).
+CONFIG  ?= $(or $(GATEWAY_CONFIG),config/gateway.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup stubs run test demo lint bench clean node-deps contract-baseline codegen-deps
+.PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps
 
 setup: $(STAMP)
 
@@ -61,6 +62,10 @@ codegen-deps:
 # npm dependencies of the Node.js example (skipped with a message where npm is absent).
 node-deps:
 	bash scripts/node_deps.sh
+
+# Fallback under faults: 16 callers for 60 s against the emulators (tests/soak.py; SOAK_ARGS="--duration 10").
+soak: setup
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m tests.soak $(SOAK_ARGS)
 
 # Latency and throughput of the gateway against a fake upstream (bench/), printed as a table.
 bench: setup

@@ -104,7 +104,6 @@ class HealthMonitor:
             log.warning("Health probe of provider '%s' failed: %s", provider.name, log_text or error)
             self.record_failure(provider.name, error, latency_ms)
         else:
-            self.outlier.probe_succeeded(provider.name)
             self.record_success(provider.name, latency_ms, traffic=False)
 
     # Real traffic updates the same state (cheap: a few attribute writes).
@@ -113,6 +112,8 @@ class HealthMonitor:
         was_blocked = self.outlier.blocked_until(name) is not None
         if traffic:
             self.outlier.record_success(name)
+        else:  # a token-free probe answered: brings an ejected provider back
+            self.outlier.probe_succeeded(name)
         state.status = pb.PROVIDER_STATUS_HEALTHY
         state.latency_ms = latency_ms
         state.last_error = ""

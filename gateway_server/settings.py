@@ -43,7 +43,7 @@ class ProviderSettings(_Strict):
     # The seed's Bedrock entry spells it `model_id`; both are accepted.
     default_model: str = Field(validation_alias=AliasChoices("default_model", "model_id"), min_length=1)
     models: list[str] = Field(default_factory=list)
-    timeout: float = Field(60.0, gt=0, description="Seconds one call to this provider may take.")
+    timeout: float = Field(25.0, gt=0, description="Seconds one call to this provider may take (README: the time law).")
     max_retries: int = Field(2, ge=0, le=10, description="Re-tries of this provider on fast transient failures.")
     # Streaming: the first content event must come within this (else fallback); the whole stream
     # must end within stream_timeout.

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from modelgateway.v1 import model_gateway_pb2 as pb
+from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 from tests.emulators import AnthropicEmulator, BedrockEmulator, Fault
 from tests.helpers import ask, error_details
 
@@ -100,6 +101,13 @@ async def test_bedrock_answers_through_boto3(gateway_factory, stub_for, anthropi
     assert anthropic_emu.model_calls == 0
 
 
+async def warm_up(stub: pb_grpc.ModelGatewayStub) -> None:
+    """One untimed call to each provider: no timing bound may depend on a cold process's first call
+    (SDK imports, connection set-up, credential resolution)."""
+    for provider in ("anthropic", "bedrock"):
+        await stub.Generate(ask(provider=provider), timeout=30)
+
+
 # fault on the first provider -> (ErrorInfo reason of its attempt)
 FIRST_PROVIDER_FAULTS = [
     pytest.param(Fault.status(500), "PROVIDER_ERROR", id="500"),
@@ -123,6 +131,7 @@ TRUNCATED = {"PROVIDER_UNREACHABLE", "PROVIDER_BAD_RESPONSE"}
 async def test_anthropic_faults_fall_back_to_bedrock(gateway_factory, stub_for, anthropic_emu, bedrock_emu,
                                                      fault: Fault, reason: str) -> None:
     stub = await stub_for(await gateway_factory(config(anthropic_emu, bedrock_emu, anthropic={"timeout": 0.5})))
+    await warm_up(stub)  # the 0.5 s bound is for the fault, not a cold first call
     anthropic_emu.inject(fault, times=None)
     response = await stub.Generate(ask(), timeout=10)
     assert (response.content, response.provider) == ("100", "bedrock")
@@ -131,7 +140,7 @@ async def test_anthropic_faults_fall_back_to_bedrock(gateway_factory, stub_for, 
     assert first.reason in TRUNCATED if reason == "TRUNCATED" else first.reason == reason
     assert first.message and ANTHROPIC_KEY not in first.message
     assert (second.provider, second.outcome, second.model) == ("bedrock", pb.ATTEMPT_OUTCOME_OK, BEDROCK_CLAUDE)
-    assert anthropic_emu.model_calls == 1
+    assert anthropic_emu.model_calls == 1 + 1  # the warm-up's and the faulted one
 
 
 @pytest.mark.parametrize(("fault", "reason"), FIRST_PROVIDER_FAULTS)
@@ -139,13 +148,14 @@ async def test_bedrock_faults_fall_back_to_anthropic(gateway_factory, stub_for, 
                                                      fault: Fault, reason: str) -> None:
     stub = await stub_for(await gateway_factory(
         config(anthropic_emu, bedrock_emu, first="bedrock", bedrock={"timeout": 0.5})))
+    await warm_up(stub)
     bedrock_emu.inject(fault, times=None)
     response = await stub.Generate(ask(), timeout=10)
     assert (response.content, response.provider, response.model) == ("100", "anthropic", CLAUDE)
     first = response.attempts[0]
     assert first.provider == "bedrock"
     assert first.reason in TRUNCATED if reason == "TRUNCATED" else first.reason == reason
-    assert bedrock_emu.model_calls == 1
+    assert bedrock_emu.model_calls == 1 + 1  # the warm-up's and the faulted one
 
 
 async def test_the_issue_scenario_anthropic_500_answers_from_bedrock(gateway_factory, stub_for, anthropic_emu,

@@ -5,7 +5,10 @@ fallback, redacted provider errors, and grpc.health.v1's view of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -415,3 +418,28 @@ async def test_provider_error_text_never_reaches_the_caller_but_reaches_the_log(
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("gateway_server"))
     assert ROLE_ARN in logged and "identity-based policy" in logged
     assert KEY_FRAGMENT not in logged
+
+
+# ---- 7. GATEWAY_CONFIG=path make run ----
+
+async def test_make_run_uses_the_gateway_config_environment_variable(tmp_path: Path) -> None:
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text(yaml.safe_dump({"host": "127.0.0.1", "port": 0, "default_provider": "from-env",
+                                           "providers": {"from-env": {"type": "mock"}}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("CONFIG", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    proc = await asyncio.create_subprocess_exec(
+        "make", "-s", "run", cwd=ROOT, env={**env, "GATEWAY_CONFIG": str(config_file)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(120):
+            while not any("Gateway started" in line for line in lines):
+                raw = await proc.stderr.readline()
+                assert raw, "make run exited early:\n" + "".join(lines)
+                lines.append(raw.decode())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    assert "usable=from-env default=from-env" in lines[-1], lines[-1]
