@@ -61,6 +61,7 @@ class SoakResult:
     faults: Counter[str] = field(default_factory=Counter)
     ejected_skips: int = 0
     answered_by: Counter[str] = field(default_factory=Counter)
+    upstream: Counter[str] = field(default_factory=Counter)  # generation requests each emulator received
     rss_before_kb: int = 0
     rss_after_kb: int = 0
     tracebacks: int = 0
@@ -85,7 +86,8 @@ class SoakResult:
             f"soak: latency p50 {self.percentile(0.5):.1f} ms, p99 {self.percentile(0.99):.1f} ms, "
             f"max {max(self.latencies_ms, default=0.0):.1f} ms",
             f"soak: faults injected on anthropic: {faults or '-'}; anthropic skipped as ejected {self.ejected_skips} "
-            f"times; answered by: {answered or '-'}",
+            f"times; answered by: {answered or '-'}; upstream requests: anthropic {self.upstream['anthropic']}, "
+            f"bedrock {self.upstream['bedrock']}",
             f"soak: gateway RSS {self.rss_before_kb} kB after the warm-up -> {self.rss_after_kb} kB at the end "
             f"({self.rss_growth:+.1%})",
         ])
@@ -186,6 +188,7 @@ async def soak(*, callers: int = 16, duration: float = 60.0, fault_rate: float =
                 if health.status == pb.HEALTH_STATUS_UNHEALTHY:
                     result.problems.append("Health says UNHEALTHY although bedrock was healthy")
             drainer.cancel()
+        result.upstream.update(anthropic=anthropic.model_calls, bedrock=bedrock.model_calls)
     if result.lost:
         result.problems.append(f"{result.lost} call(s) lost")
     for code in ("INTERNAL", "UNKNOWN"):
