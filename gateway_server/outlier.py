@@ -3,9 +3,10 @@
 One ``OutlierDetector`` holds, per provider, what real traffic said about it:
 
 - **consecutive failures** that count against health (timeout, connection failure, 5xx, 529, bad
-  response: ``policy.counts_for_ejection``) -> ejected when they reach ``consecutive_failures``;
-- a **failure ratio** over a sliding ``interval`` -> ejected when at least ``minimum_requests`` calls
-  ended there and the failed share reached ``failure_ratio``;
+  response: ``policy.counts_for_ejection``) -> ejected when they reach ``consecutive_5xx``;
+- a **failure percentage** over a sliding ``interval`` -> ejected when at least
+  ``failure_percentage_request_volume`` calls ended there and the failed share reached
+  ``failure_percentage_threshold`` %;
 - the **ejection time** is ``base_ejection_time`` x the number of times it was ejected, capped at
   ``max_ejection_time`` (Envoy's multiplier); the count decays by one per ``base_ejection_time`` the
   provider then stays un-ejected;
@@ -140,7 +141,7 @@ class OutlierDetector:
             return False  # already ejected (a panic-mode request): nothing more to learn
         s.consecutive_failures += 1
         self._observe(s, now, failed=True)
-        if s.consecutive_failures >= self.cfg.consecutive_failures or self._ratio_exceeded(s):
+        if s.consecutive_failures >= self.cfg.consecutive_5xx or self._ratio_exceeded(s):
             self._eject(s, now)
             return True
         return False
@@ -174,10 +175,10 @@ class OutlierDetector:
 
     def _ratio_exceeded(self, s: EjectionState) -> bool:
         total = len(s.window)
-        if total < self.cfg.minimum_requests:
+        if total < self.cfg.failure_percentage_request_volume:
             return False
         failed = sum(1 for _, f in s.window if f)
-        return failed / total >= self.cfg.failure_ratio
+        return 100.0 * failed / total >= self.cfg.failure_percentage_threshold
 
     def _eject(self, s: EjectionState, now: float) -> None:
         if s.ejections and s.recovered_at is not None:

@@ -107,10 +107,11 @@ class OutlierDetectionConfig(_Strict):
     """Envoy-style outlier ejection per provider (see outlier.py and README "Outlier ejection")."""
 
     enabled: bool = True
-    consecutive_failures: int = Field(5, ge=1, description="Failures in a row that eject a provider.")
-    failure_ratio: float = Field(0.5, gt=0, le=1, description="Failed share over `interval` that ejects.")
-    interval: float = Field(10.0, gt=0, description="Seconds of traffic the failure ratio looks at.")
-    minimum_requests: int = Field(10, ge=1, description="Calls within `interval` before the ratio counts.")
+    # Envoy's names. "5xx" covers what counts against a provider: 5xx, 529, timeouts, connection failures.
+    consecutive_5xx: int = Field(5, ge=1, description="Failures in a row that eject a provider.")
+    failure_percentage_threshold: float = Field(50.0, gt=0, le=100, description="Failed % over `interval` that ejects.")
+    failure_percentage_request_volume: int = Field(10, ge=1, description="Calls within `interval` before the % counts.")
+    interval: float = Field(10.0, gt=0, description="Seconds of traffic the failure percentage looks at.")
     base_ejection_time: float = Field(30.0, gt=0, description="First ejection; x the number of ejections.")
     max_ejection_time: float = Field(300.0, gt=0, description="Longest ejection (and 429 cool-down).")
 

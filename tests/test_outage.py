@@ -85,7 +85,7 @@ def ejecting(anthropic_emu: AnthropicEmulator, bedrock_emu: BedrockEmulator, *,
              anthropic: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """Ejection after 2 failures in a row, for 30 s x the number of ejections."""
     return config(anthropic_emu, bedrock_emu, anthropic={"timeout": 0.5, **(anthropic or {})}, outlier_detection={
-        "consecutive_failures": 2, "base_ejection_time": 30, "max_ejection_time": 300}, **overrides)
+        "consecutive_5xx": 2, "base_ejection_time": 30, "max_ejection_time": 300}, **overrides)
 
 
 async def service_status(app: GatewayApp, service: str) -> int:

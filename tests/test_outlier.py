@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway_server.outlier import Admission, OutlierDetector, ejection_time
-from gateway_server.settings import OutlierDetectionConfig
+from gateway_server.settings import ConfigError, OutlierDetectionConfig, settings_from_mapping
 
 
 class FakeClock:
@@ -19,7 +21,7 @@ class FakeClock:
 
 def detector(**cfg: float) -> tuple[OutlierDetector, FakeClock]:
     clock = FakeClock()
-    settings = OutlierDetectionConfig(**{"consecutive_failures": 3, "base_ejection_time": 30,  # type: ignore[arg-type]
+    settings = OutlierDetectionConfig(**{"consecutive_5xx": 3, "base_ejection_time": 30,  # type: ignore[arg-type]
                                          "max_ejection_time": 100, **cfg})
     return OutlierDetector(["a", "b"], settings, clock), clock
 
@@ -78,7 +80,8 @@ def test_ejection_time_grows_linearly_is_capped_and_decays_while_healthy() -> No
 
 
 def test_failure_ratio_over_the_window_ejects() -> None:
-    d, _clock = detector(consecutive_failures=100, failure_ratio=0.5, minimum_requests=10, interval=10)
+    d, _clock = detector(consecutive_5xx=100, failure_percentage_threshold=50, failure_percentage_request_volume=10,
+                         interval=10)
     for _ in range(4):
         d.record_success("a")
         assert not d.record_failure("a")
@@ -88,7 +91,8 @@ def test_failure_ratio_over_the_window_ejects() -> None:
 
 
 def test_old_outcomes_leave_the_window() -> None:
-    d, clock = detector(consecutive_failures=100, failure_ratio=0.5, minimum_requests=4, interval=10)
+    d, clock = detector(consecutive_5xx=100, failure_percentage_threshold=50, failure_percentage_request_volume=4,
+                         interval=10)
     for _ in range(3):
         d.record_failure("a")
         d.record_success("a")
@@ -133,3 +137,14 @@ def test_disabled_detection_admits_everything() -> None:
     for _ in range(10):
         d.record_failure("a")
     assert d.admit("a") is Admission.OPEN and d.blocked_until("a") is None
+
+
+def test_the_config_section_is_checked_with_one_line_naming_the_field() -> None:
+    base = {"providers": {"mock": {"type": "mock"}}, "default_provider": "mock"}
+    with pytest.raises(ConfigError, match=r"outlier_detection: max_ejection_time must be at least base_ejection_time"):
+        settings_from_mapping({**base, "outlier_detection": {"base_ejection_time": 60, "max_ejection_time": 30}},
+                              env_file=None)
+    with pytest.raises(ConfigError, match=r"outlier_detection\.consecutive_failures: unknown key"):
+        settings_from_mapping({**base, "outlier_detection": {"consecutive_failures": 3}}, env_file=None)
+    with pytest.raises(ConfigError, match=r"fallback\.reserve_ratio"):
+        settings_from_mapping({**base, "fallback": {"reserve_ratio": 1}}, env_file=None)
