@@ -232,8 +232,9 @@ class Router:
         alternatives = len({n for n in chain if self._providers[n].usable}) > 1
         # Panic mode: when every provider of the chain is ejected, try them anyway (never strand traffic).
         panic = self._all_blocked(chain)
-        if panic:
-            log.warning("PANIC: every provider of the chain %s is ejected; trying them anyway", ">".join(chain))
+        if panic:  # (with a single provider, ejection changes nothing: no need to shout)
+            log.log(logging.WARNING if alternatives else logging.DEBUG,
+                    "PANIC: every provider of the chain %s is ejected; trying them anyway", ">".join(chain))
         for index, name in enumerate(chain):
             p = self._providers[name]
             if tried >= self._max_providers:
