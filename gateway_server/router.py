@@ -48,6 +48,13 @@ class RouteResult:
     attempts: list[pb.Attempt]
 
 
+@dataclass(slots=True)
+class CountResult:
+    input_tokens: int
+    provider: str
+    attempts: list[pb.Attempt]
+
+
 def _with_attempts(err: GatewayError, attempts: list[pb.Attempt]) -> GatewayError:
     err.attempts = attempts
     return err
@@ -124,6 +131,16 @@ class Router:
         if response.model and response.model != attempts[-1].model:
             attempts[-1].model = response.model
         return RouteResult(response=response, provider=name, attempts=attempts)
+
+    async def count_tokens(self, request: ProviderRequest, *, provider: str, model: str,
+                           deadline: float | None) -> CountResult:
+        """Count the request's input tokens through the same chain as generate (retries, fallback)."""
+
+        async def call(p: Provider, target_model: str, timeout: float) -> int:
+            return await p.count_tokens(request, target_model, timeout)
+
+        tokens, name, attempts = await self._run_chain(request, provider, model, deadline, call, lambda p: p.timeout)
+        return CountResult(input_tokens=tokens, provider=name, attempts=attempts)
 
     async def stream(self, request: ProviderRequest, *, provider: str, model: str,
                      deadline: float | None) -> AsyncGenerator[StreamStarted | StreamEvent, None]:
@@ -222,7 +239,8 @@ class Router:
                 attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
                                            reason=f"PROVIDER_{why.upper()}", message=f"provider is {why}"))
                 continue
-            unsupported = p.unsupported(request)
+            unsupported = p.unsupported(request, self._models.resolve(
+                model, name, default_model=p.default_model, provider_models=p.models, first=index == 0))
             if unsupported is not None:
                 field, why = unsupported
                 if index == 0:

@@ -16,16 +16,19 @@ import httpx2
 from pydantic import SecretStr
 
 from gateway_server.errors import ErrorKind, ProviderError
+from gateway_server.providers import capabilities
 from gateway_server.providers.anthropic_translation import (
     FINISH_REASONS,
     StreamTranslator,
+    build_count_params,
     build_params,
     parse_message,
 )
 from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse, StreamEvent
 from gateway_server.settings import AnthropicProviderConfig
 
-__all__ = ["FINISH_REASONS", "AnthropicProvider", "StreamTranslator", "build_params", "classify", "parse_message"]
+__all__ = ["FINISH_REASONS", "AnthropicProvider", "StreamTranslator", "build_count_params", "build_params", "classify",
+           "parse_message"]
 
 
 def _retry_after(headers: httpx2.Headers | None) -> float | None:
@@ -175,6 +178,25 @@ class AnthropicProvider(Provider):
             raise classify(exc) from exc
         finally:
             await upstream.close()  # closes the HTTP response: no orphaned upstream reads
+
+    async def count_tokens(self, request: ProviderRequest, model: str, timeout: float) -> int:
+        client = self._require_client()
+        try:
+            counted = await client.messages.count_tokens(**build_count_params(request, model), timeout=timeout)
+            value = counted.input_tokens
+        except Exception as exc:
+            raise classify(exc) from exc
+        if not isinstance(value, int) or value < 0:
+            raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "token count has no input_tokens")
+        return value
+
+    def unsupported(self, request: ProviderRequest, model: str = "") -> tuple[str, str] | None:
+        if request.output is not None and model and not capabilities.has_structured_output(model):
+            return "output_format", f"model '{model}' has no native structured output"
+        if request.thinking is not None and request.thinking.mode != "disabled" and model \
+                and not capabilities.has_thinking(model):
+            return "thinking", f"model '{model}' has no extended thinking"
+        return None
 
     async def probe(self, timeout: float) -> None:
         client = self._require_client()

@@ -31,7 +31,9 @@ from gateway_server.errors import ErrorKind, ProviderError
 from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse, StreamEvent
 from gateway_server.providers.bedrock_translation import (
     ConverseStreamTranslator,
+    build_count_params,
     build_params,
+    parse_count,
     parse_response,
     unsupported,
 )
@@ -204,8 +206,15 @@ class BedrockProvider(Provider):
         except Exception as exc:
             raise classify(exc) from exc
 
-    def unsupported(self, request: ProviderRequest) -> tuple[str, str] | None:
-        return unsupported(request)
+    def unsupported(self, request: ProviderRequest, model: str = "") -> tuple[str, str] | None:
+        return unsupported(request, model)
+
+    async def count_tokens(self, request: ProviderRequest, model: str, timeout: float) -> int:
+        body = await self._run("count_tokens", build_count_params(request, model), timeout)
+        try:
+            return parse_count(body)
+        except Exception as exc:
+            raise classify(exc) from exc
 
     async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
         """converse_stream runs in one executor thread that hands events to the loop through a
