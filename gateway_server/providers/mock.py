@@ -163,7 +163,7 @@ class MockProvider(Provider):
                                     cache_creation_tokens=cache_creation)
         text = self._text(request)
         if request.output is not None:
-            text = json.dumps(_schema_value(request.output.schema, text))
+            text = json.dumps(_schema_value(request.output.schema, request.last_user_text()))
         finish = pb.FINISH_REASON_END_TURN
         stop_reason = "end_turn"
         for seq in request.stop_sequences:

@@ -237,6 +237,12 @@ class EmulatorBase(ABC):
         """Seconds between consecutive stream events."""
         self.stream_repeat: int = 1
         """Streams repeat the answer text this many times (space-separated), one delta per repetition."""
+        self.stop_reason: str | None = None
+        """Stop reason of every generation answer (e.g. "pause_turn", "refusal"); None: the natural one."""
+        self.redact_thinking: bool = False
+        """With thinking on, answer with a redacted thinking block (opaque data) instead of a readable one."""
+        self.prompt_cache: set[str] = set()
+        """Hashes of the prompt prefixes cached so far (see answers.cache_usage); clear it to empty the cache."""
 
     # ---------------------------------------------------------------- lifecycle
 
