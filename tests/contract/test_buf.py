@@ -118,7 +118,7 @@ def test_additions_pass(buf: str, tmp_path: Path) -> None:
     proto = copy_workspace(tmp_path)
     edit(
         proto,
-        r"map<string, string> metadata = 9;\n",
+        r"map<string, string> metadata = 9;\n(?=  // Tools the model may call)",
         "map<string, string> metadata = 9;\n  // A new field.\n  string test_addition = 99;\n",
     )
     edit(proto, r"ROLE_ASSISTANT = 2;\n", "ROLE_ASSISTANT = 2;\n  ROLE_TEST_ADDITION = 99;\n")
@@ -171,7 +171,7 @@ def test_lint_script_wants_additions_recorded(buf: str, tmp_path: Path) -> None:
     proto = copy_workspace(tmp_path)
     edit(
         proto,
-        r"map<string, string> metadata = 9;\n",
+        r"map<string, string> metadata = 9;\n(?=  // Tools the model may call)",
         "map<string, string> metadata = 9;\n  string test_addition = 99;\n",
     )
     result = _lint_script(buf, tmp_path)
@@ -315,7 +315,7 @@ def test_lint_script_accepts_added_field_with_refreshed_baseline(
     workspace, proto = git_workspace
     edit(
         proto,
-        r"map<string, string> metadata = 9;\n",
+        r"map<string, string> metadata = 9;\n(?=  // Tools the model may call)",
         "map<string, string> metadata = 9;\n  // A new field.\n  string test_addition = 99;\n",
     )
     _update_baseline(buf, workspace)
