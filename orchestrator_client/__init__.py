@@ -21,6 +21,7 @@ from orchestrator_client.errors import (
     ServerError,
     ToolRoundsExceededError,
 )
+from orchestrator_client.options import GenerateOptions
 from orchestrator_client.reasoner import GatewayReasoner
 from orchestrator_client.results import (
     Attempt,
@@ -54,6 +55,7 @@ __all__ = [
     "GatewaySettings",
     "GatewayTimeoutError",
     "GatewayUnavailableError",
+    "GenerateOptions",
     "GenerateResult",
     "HealthReport",
     "ImageBlock",

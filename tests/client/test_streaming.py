@@ -120,7 +120,8 @@ async def test_retried_before_the_first_event_exactly_as_generate(
     make_client: ClientFactory, fake_time: FakeTime, client_logs: pytest.LogCaptureFixture,
 ) -> None:
     client = make_client(fault_server.address, **fast(fake_time))
-    details = {"pushback_ms": 0} if code is C.RESOURCE_EXHAUSTED else {}  # a rate limit, as the gateway sends it
+    # a rate limit (ErrorInfo, no pushback: the client's own doubled backoff)
+    details = {"reason": "RATE_LIMITED"} if code is C.RESOURCE_EXHAUSTED else {}
     fault.fail(2, code, **details)
     result = await client.generate("What is 25 + 75?")
     generate_sleeps, fake_time.sleeps = fake_time.sleeps, []
