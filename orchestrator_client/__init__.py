@@ -5,7 +5,16 @@ command line (:mod:`orchestrator_client.cli`).
 """
 
 from orchestrator_client.client import GatewayClient
-from orchestrator_client.content import ImageBlock, TextBlock, ToolCall, ToolResultBlock, ToolSpec
+from orchestrator_client.content import (
+    DocumentBlock,
+    ImageBlock,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolCall,
+    ToolResultBlock,
+    ToolSpec,
+)
 from orchestrator_client.errors import (
     AuthenticationError,
     ConfigError,
@@ -36,6 +45,8 @@ from orchestrator_client.results import (
     StreamEvent,
     StreamStart,
     TextDelta,
+    ThinkingDelta,
+    TokenCount,
     Usage,
 )
 from orchestrator_client.settings import GatewaySettings, OrchestratorConfig, load_config
@@ -48,6 +59,7 @@ __all__ = [
     "ChatMessage",
     "ClientStats",
     "ConfigError",
+    "DocumentBlock",
     "EventStream",
     "GatewayClient",
     "GatewayError",
@@ -69,6 +81,7 @@ __all__ = [
     "ProviderInfo",
     "ProviderList",
     "RateLimitedError",
+    "RedactedThinkingBlock",
     "ServerError",
     "StatsSnapshot",
     "Status",
@@ -77,6 +90,9 @@ __all__ = [
     "StreamStart",
     "TextBlock",
     "TextDelta",
+    "ThinkingBlock",
+    "ThinkingDelta",
+    "TokenCount",
     "ToolCall",
     "ToolResultBlock",
     "ToolRoundsExceededError",

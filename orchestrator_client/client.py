@@ -65,6 +65,7 @@ from orchestrator_client.results import (
     Status,
     StreamEnd,
     StreamEvent,
+    TokenCount,
     event_from_proto,
 )
 from orchestrator_client.retry_policy import (
@@ -332,9 +333,13 @@ class GatewayClient:
 
         The keyword arguments are the fields of :class:`~orchestrator_client.options.GenerateOptions`
         (``messages``, ``system``, ``provider``, ``model``, ``max_tokens``, ``temperature``,
-        ``top_p``, ``stop_sequences``, ``metadata``, ``tools``, ``tool_choice``, ``timeout``,
-        ``deadline``, ``request_id``); ``options`` passes them as one object, and keywords given
-        with it replace its fields.
+        ``top_p``, ``stop_sequences``, ``metadata``, ``tools``, ``tool_choice``, ``thinking``,
+        ``output_schema``, ``output_schema_name``, ``timeout``, ``deadline``, ``request_id``);
+        ``options`` passes them as one object, and keywords given with it replace its fields.
+        ``system`` may be a list of text blocks with cache breakpoints (``TextBlock(text,
+        cache=True)``); ``thinking`` is a token budget, "adaptive" or "disabled" (the answer's
+        ``blocks`` then start with its ThinkingBlock, ``result.thinking`` is its text; send the
+        blocks back unchanged with tool calls); ``output_schema`` asks for JSON matching a schema.
 
         Messages are ``ChatMessage``s, ``(role, content)`` tuples, ``{"role", "content"}``
         mappings or ``pb.Message``s; a content is text or a list of content blocks (text, image,
@@ -365,7 +370,8 @@ class GatewayClient:
     ) -> EventStream:
         """Stream a completion: an async iterator of typed events.
 
-        ``StreamStart(provider, model, request_id)``, then ``TextDelta(index, text)`` and
+        ``StreamStart(provider, model, request_id)``, then ``TextDelta(index, text)``,
+        ``ThinkingDelta(index, thinking, signature)``, ``RedactedThinkingBlock(data, index)`` and
         ``ToolCall(id, name, input, index)`` events in order, then ``StreamEnd(finish_reason,
         stop_reason, usage, attempts, latency_ms, first_token_ms, ...)``. Takes the arguments of
         :meth:`generate` (the same :class:`~orchestrator_client.options.GenerateOptions`). The
@@ -381,6 +387,24 @@ class GatewayClient:
         request = opts.to_request("stream", prompt, default_provider=self.provider, default_model=self.model)
         rid = opts.request_id or uuid.uuid4().hex
         return EventStream(lambda events: self._stream_events(events, request, opts.timeout, opts.deadline), rid)
+
+    async def count_tokens(
+        self,
+        prompt: str | Sequence[MessageLike] | None = None,
+        *,
+        options: GenerateOptions | None = None,
+        **kwargs: Any,
+    ) -> TokenCount:
+        """The input tokens of the conversation :meth:`generate` would send with the same arguments
+        (messages, system, tools, tool choice, thinking; the other options are ignored), counted by
+        the chosen provider's model without generating. The gateway falls back as for Generate;
+        retried like :meth:`generate`, but not counted in :attr:`stats`."""
+        opts = GenerateOptions.build("count_tokens", options, kwargs)
+        request = opts.to_count_request("count_tokens", prompt, default_provider=self.provider,
+                                        default_model=self.model)
+        response, call = await self._invoke("CountTokens", request, opts.timeout, opts.deadline, opts.request_id,
+                                            counted=False)
+        return TokenCount.from_proto(response, request_id=call.request_id)
 
     async def health(self, *, timeout: float | None = None, deadline: float | None = None) -> HealthReport:
         """The gateway's and each provider's health (cached probes; costs no tokens).

@@ -23,12 +23,30 @@ from orchestrator_client.content import (
     ToolChoiceLike,
     ToolLike,
     blocks_to_proto,
+    dict_to_struct,
     tool_choice_to_proto,
     tool_to_proto,
 )
 from orchestrator_client.results import ChatMessage
 
-__all__ = ["GenerateOptions", "MessageLike", "to_message"]
+__all__ = ["GenerateOptions", "MessageLike", "ThinkingLike", "thinking_to_proto", "to_message"]
+
+ThinkingLike: TypeAlias = int | str | None
+"""Extended thinking: a budget in tokens (>= 1024, below max_tokens), "adaptive" (the model decides),
+"disabled", or None (the provider's default: off)."""
+
+
+def thinking_to_proto(thinking: ThinkingLike) -> pb.ThinkingConfig | None:
+    if thinking is None:
+        return None
+    if isinstance(thinking, bool):
+        raise TypeError("thinking is a token budget, 'adaptive' or 'disabled', not a bool")
+    if isinstance(thinking, int):
+        return pb.ThinkingConfig(mode=pb.THINKING_MODE_ENABLED, budget_tokens=thinking)
+    modes = {"adaptive": pb.THINKING_MODE_ADAPTIVE, "disabled": pb.THINKING_MODE_DISABLED}
+    if thinking.lower() not in modes:
+        raise ValueError(f"unknown thinking {thinking!r} (a token budget, 'adaptive' or 'disabled')")
+    return pb.ThinkingConfig(mode=modes[thinking.lower()])
 
 MessageLike: TypeAlias = (
     ChatMessage | pb.Message | tuple[str, str] | tuple[str, Sequence[BlockLike]] | Mapping[str, Any]
@@ -65,9 +83,12 @@ def to_message(item: MessageLike) -> pb.Message:
 class GenerateOptions:
     """The options of one ``generate``/``stream`` call.
 
-    Request: ``messages`` (instead of a prompt string), ``system``, ``provider`` and ``model``
-    (None: the client's defaults), ``max_tokens``, ``temperature``, ``top_p``, ``stop_sequences``,
-    ``metadata``, ``tools``, ``tool_choice``.
+    Request: ``messages`` (instead of a prompt string), ``system`` (text, or text blocks that may
+    carry cache breakpoints), ``provider`` and ``model`` (None: the client's defaults),
+    ``max_tokens``, ``temperature``, ``top_p``, ``stop_sequences``, ``metadata``, ``tools``,
+    ``tool_choice``, ``thinking`` (a token budget, "adaptive" or "disabled"), ``output_schema``
+    (structured output: a JSON schema of an object the answer's text must match; named
+    ``output_schema_name``).
 
     Call: ``timeout`` (the budget of the whole call, waits included; None: the client's),
     ``deadline`` (an absolute time on the client's clock that caps the budget) and ``request_id``
@@ -75,7 +96,7 @@ class GenerateOptions:
     """
 
     messages: Sequence[MessageLike] | None = None
-    system: str | None = None
+    system: str | Sequence[BlockLike] | None = None
     provider: str | None = None
     model: str | None = None
     max_tokens: int | None = None
@@ -85,6 +106,9 @@ class GenerateOptions:
     metadata: Mapping[str, str] | None = None
     tools: Sequence[ToolLike] = ()
     tool_choice: ToolChoiceLike = None
+    thinking: ThinkingLike = None
+    output_schema: Mapping[str, Any] | None = None
+    output_schema_name: str = ""
     timeout: float | None = None
     deadline: float | None = None
     request_id: str | None = None
@@ -124,7 +148,6 @@ class GenerateOptions:
             turns = [to_message(m) for m in source]
         fields: dict[str, Any] = {
             "messages": turns,
-            "system": self.system or "",
             "provider": self.provider or default_provider or "",
             "model": self.model or default_model or "",
             "max_tokens": self.max_tokens or 0,
@@ -142,7 +165,37 @@ class GenerateOptions:
         choice = tool_choice_to_proto(self.tool_choice)
         if choice is not None:
             fields["tool_choice"] = choice
+        if isinstance(self.system, str):
+            fields["system"] = self.system
+        elif self.system is not None:
+            fields["system_blocks"] = blocks_to_proto(self.system)
+        thinking = thinking_to_proto(self.thinking)
+        if thinking is not None:
+            fields["thinking"] = thinking
+        if self.output_schema is not None:
+            output = pb.OutputFormat(name=self.output_schema_name)
+            dict_to_struct(self.output_schema, output.json_schema)
+            fields["output_format"] = output
         return pb.GenerateRequest(**fields)
+
+    def to_count_request(
+        self,
+        method: str,
+        prompt: str | Sequence[MessageLike] | None,
+        *,
+        default_provider: str | None = None,
+        default_model: str | None = None,
+    ) -> pb.CountTokensRequest:
+        """The ``CountTokensRequest`` of the conversation :meth:`to_request` would send."""
+        request = self.to_request(method, prompt, default_provider=default_provider, default_model=default_model)
+        count = pb.CountTokensRequest(messages=request.messages, system=request.system, provider=request.provider,
+                                      model=request.model, tools=request.tools, system_blocks=request.system_blocks,
+                                      metadata=request.metadata)
+        if request.HasField("tool_choice"):
+            count.tool_choice.CopyFrom(request.tool_choice)
+        if request.HasField("thinking"):
+            count.thinking.CopyFrom(request.thinking)
+        return count
 
 
 _FIELD_NAMES: frozenset[str] = frozenset(f.name for f in dataclasses.fields(GenerateOptions))
