@@ -49,7 +49,7 @@ import urllib3.exceptions
 from anthropic.types import Message, MessageParam, TextBlock, ToolParam, ToolUseBlock
 
 from tests.emulators import AnthropicEmulator, BedrockEmulator, Fault
-from tests.emulators.answers import arithmetic_answer, text_chunks
+from tests.emulators.answers import arithmetic_answer, sign, text_chunks
 
 pytest_plugins = ["tests.emulators.pytest_plugin"]
 pytestmark = pytest.mark.timeout(20)
@@ -1016,3 +1016,80 @@ async def test_bedrock_frames_on_the_wire(bedrock_emulator: BedrockEmulator) -> 
     assert json.loads(messages[0].payload) == {"role": "assistant"}
     assert messages[1].headers[":exception-type"] == "throttlingException"
     assert messages[1].headers[":content-type"] == "application/json"
+
+
+# -------------------------------------------------------------------- agent features (the SDKs, directly)
+
+
+async def test_anthropic_thinking_cache_schema_and_count(anthropic_emulator: AnthropicEmulator) -> None:
+    system: Any = [{"type": "text", "text": "a b c d e f", "cache_control": {"type": "ephemeral"}}]
+    async with claude(anthropic_emulator) as sdk:
+        first = await create(sdk, "What is 2 + 2?", system=system, thinking={"type": "enabled", "budget_tokens": 1024})
+        second = await create(sdk, "What is 2 + 2?", system=system)
+        thinking, answer = first.content
+        assert thinking.type == "thinking" and thinking.thinking == "Thinking about: What is 2 + 2?"
+        assert thinking.signature == sign(thinking.thinking) and answer.type == "text" and answer.text == "4"
+        assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens) == (6, 0)
+        assert (second.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens) == (0, 6)
+        assert second.usage.input_tokens == 5  # what follows the breakpoint: "What is 2 + 2?"
+
+        with pytest.raises(anthropic.BadRequestError, match="signature"):
+            await sdk.messages.create(model=CLAUDE, max_tokens=100, messages=[
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "changed",
+                                                   "signature": thinking.signature}]},
+                {"role": "user", "content": "again"}])
+
+        schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+        shaped = await create(sdk, "give me 5", output_config={"format": {"type": "json_schema", "schema": schema}})
+        assert json.loads(text_of(shaped)) == {"n": 5}
+        anthropic_emulator.stop_reason = "pause_turn"
+        assert (await create(sdk)).stop_reason == "pause_turn"
+        counted = await sdk.messages.count_tokens(model=CLAUDE, system="one two", messages=ask("three"))
+        assert counted.input_tokens == 3
+
+        anthropic_emulator.stop_reason = None
+        streamed = await stream_events(sdk, "What is 1 + 1?", thinking={"type": "adaptive"})
+    deltas = [(e.index, e.delta.type) for e in streamed.events if e.type == "content_block_delta"]
+    assert deltas == [(0, "thinking_delta"), (0, "signature_delta"), (1, "text_delta")]
+
+
+def test_bedrock_reasoning_cache_points_schema_and_count(bedrock_emulator: BedrockEmulator) -> None:
+    client = bedrock(bedrock_emulator)
+    system = [{"text": "a b c d e f"}, {"cachePoint": {"type": "default"}}]
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    first = client.converse(modelId=BEDROCK_MODEL, system=system, messages=converse_ask("What is 2 + 2?"),
+                            additionalModelRequestFields=thinking)
+    second = client.converse(modelId=BEDROCK_MODEL, system=system, messages=converse_ask("What is 2 + 2?"))
+    reasoning, answer = first["output"]["message"]["content"]
+    text = reasoning["reasoningContent"]["reasoningText"]
+    assert text == {"text": "Thinking about: What is 2 + 2?", "signature": sign("Thinking about: What is 2 + 2?")}
+    assert answer == {"text": "4"}
+    assert (first["usage"]["cacheWriteInputTokens"], first["usage"]["cacheReadInputTokens"]) == (6, 0)
+    assert (second["usage"]["cacheWriteInputTokens"], second["usage"]["cacheReadInputTokens"]) == (0, 6)
+
+    with pytest.raises(botocore.exceptions.ClientError, match="signature"):
+        client.converse(modelId=BEDROCK_MODEL, messages=[
+            *converse_ask("hi"),
+            {"role": "assistant", "content": [{"reasoningContent": {"reasoningText": {"text": "changed",
+                                                                                      "signature": "sig_x"}}}]},
+            *converse_ask("again")])
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    shaped = client.converse(modelId=BEDROCK_MODEL, messages=converse_ask("give me 5"), outputConfig={
+        "textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": json.dumps(schema),
+                                                                             "name": "n"}}}})
+    assert json.loads(shaped["output"]["message"]["content"][0]["text"]) == {"n": 5}
+    bedrock_emulator.stop_reason = "guardrail_intervened"
+    assert client.converse(modelId=BEDROCK_MODEL, messages=converse_ask("hi"))["stopReason"] == "guardrail_intervened"
+    counted = client.count_tokens(modelId=BEDROCK_MODEL, input={"converse": {
+        "system": [{"text": "one two"}], "messages": converse_ask("three")}})
+    assert counted["inputTokens"] == 3
+
+    bedrock_emulator.stop_reason = None
+    bedrock_emulator.redact_thinking = True
+    streamed = converse_stream_events(client, "What is 1 + 1?", additionalModelRequestFields=thinking)
+    deltas = [e["contentBlockDelta"] for e in streamed.events if "contentBlockDelta" in e]
+    assert [(d["contentBlockIndex"], next(iter(d["delta"]))) for d in deltas] == [(0, "reasoningContent"),
+                                                                                 (1, "text")]
+    assert deltas[0]["delta"]["reasoningContent"]["redactedContent"].startswith(b"redacted:")
