@@ -485,3 +485,21 @@ def test_model_capabilities(model: str, structured: bool, thinking: bool) -> Non
 def test_unknown_stop_reasons_are_other_never_end_turn() -> None:
     assert finish_reason("something_new", {"end_turn": pb.FINISH_REASON_END_TURN}) == pb.FINISH_REASON_OTHER
     assert finish_reason("", {"end_turn": pb.FINISH_REASON_END_TURN}) == pb.FINISH_REASON_UNSPECIFIED
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_streams_send_the_same_provider_json_as_unary_calls(stub, emus, provider: str) -> None:
+    request = documents_request(provider)
+    request.system_blocks.append(text(LONG_PROMPT, CACHE))
+    request.tools.append(calc_tool(CACHE))
+    request.thinking.CopyFrom(pb.ThinkingConfig(mode=pb.THINKING_MODE_ADAPTIVE))
+    request.output_format.json_schema.update(SCHEMA)
+    await stub.Generate(request, timeout=15)
+    unary = sent(emus[provider])
+    await stream(stub, request)
+    streamed = sent(emus[provider])
+    streamed.pop("stream", None)  # Anthropic's only difference; Bedrock's is the path
+    assert streamed == unary
+    paths = [r.path for r in emus[provider].requests if r.kind == "model"]
+    if provider == "bedrock":
+        assert paths == [f"/model/{BEDROCK_CLAUDE}/converse", f"/model/{BEDROCK_CLAUDE}/converse-stream"]
