@@ -63,7 +63,9 @@ class BedrockProviderConfig(ProviderSettings):
     type: Literal["bedrock"]
     region: str | None = None  # else GATEWAY_AWS_REGION
     endpoint_url: str | None = None
-    executor_workers: int = Field(16, ge=1, le=256, description="Threads for the blocking boto3 calls.")
+    # Obsolete: Bedrock calls use no threads since aiobotocore; accepted (and ignored, with a warning)
+    # so that old configs keep loading.
+    executor_workers: int | None = Field(None, ge=1, le=256, description="Obsolete, ignored.")
     connect_timeout: float = Field(5.0, gt=0)
 
 
