@@ -4,6 +4,10 @@ and the typed events of a streamed completion (:data:`StreamEvent`).
 Enum values become short lower-case names: ``FINISH_REASON_END_TURN`` → ``"end_turn"``,
 ``HEALTH_STATUS_DEGRADED`` → ``"degraded"``, ``PROVIDER_STATUS_UNCONFIGURED`` → ``"unconfigured"``,
 ``ATTEMPT_OUTCOME_OK`` → ``"ok"``.
+
+The dataclasses cannot drift from the contract: tests/client/test_results_drift.py walks every
+field of every RPC response message in the proto descriptor and fails when setting one leaves the
+typed result unchanged (a new response field must be mapped here, or listed there with a reason).
 """
 
 from __future__ import annotations
