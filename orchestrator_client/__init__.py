@@ -9,6 +9,7 @@ from orchestrator_client.content import ImageBlock, TextBlock, ToolCall, ToolRes
 from orchestrator_client.errors import (
     AuthenticationError,
     ConfigError,
+    GatewayClientError,
     GatewayError,
     GatewayTimeoutError,
     GatewayUnavailableError,
@@ -26,6 +27,7 @@ from orchestrator_client.reasoner import GatewayReasoner
 from orchestrator_client.results import (
     Attempt,
     ChatMessage,
+    ClientTextDelta,
     GenerateResult,
     HealthReport,
     ProviderHealth,
@@ -38,8 +40,12 @@ from orchestrator_client.results import (
     TextDelta,
     Usage,
 )
-from orchestrator_client.settings import GatewaySettings, OrchestratorConfig, load_config
+from orchestrator_client.settings import GatewayClientSettings, GatewaySettings, OrchestratorConfig, load_config
 from orchestrator_client.stats import ClientStats, StatsSnapshot
+
+# GatewayError, GatewaySettings and TextDelta are the earlier names of GatewayClientError,
+# GatewayClientSettings and ClientTextDelta (the same classes), kept for compatibility: the new
+# names say they are the client's, apart from the server's GatewayError/GatewaySettings/TextDelta.
 from orchestrator_client.streaming import EventStream
 
 __all__ = [
@@ -47,9 +53,12 @@ __all__ = [
     "AuthenticationError",
     "ChatMessage",
     "ClientStats",
+    "ClientTextDelta",
     "ConfigError",
     "EventStream",
     "GatewayClient",
+    "GatewayClientError",
+    "GatewayClientSettings",
     "GatewayError",
     "GatewayReasoner",
     "GatewaySettings",

@@ -33,6 +33,7 @@ from orchestrator_client.content import (
 __all__ = [
     "Attempt",
     "ChatMessage",
+    "ClientTextDelta",
     "GenerateResult",
     "HealthReport",
     "ProviderHealth",
@@ -199,13 +200,17 @@ class StreamStart:
 
 
 @dataclass(frozen=True, slots=True)
-class TextDelta:
-    """More text of the answer's text block ``index``."""
+class ClientTextDelta:
+    """More text of the answer's text block ``index`` (the client's stream event; ``TextDelta`` is
+    the same class under its earlier name)."""
 
     type: ClassVar[str] = "text"
 
     index: int
     text: str
+
+
+TextDelta = ClientTextDelta  # the earlier name, kept for compatibility
 
 
 @dataclass(frozen=True, slots=True)

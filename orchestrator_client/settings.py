@@ -67,6 +67,7 @@ __all__ = [
     "CONFIG_PATH_ENV",
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
+    "GatewayClientSettings",
     "GatewaySettings",
     "OrchestratorConfig",
     "load_config",
@@ -78,8 +79,9 @@ CONFIG_PATH_ENV = "ORCHESTRATOR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/orchestrator.gateway.yaml")
 
 
-class GatewaySettings(BaseSettings):
-    """The ``orchestrator.gateway`` section (see the module docstring for the variables)."""
+class GatewayClientSettings(BaseSettings):
+    """The ``orchestrator.gateway`` section (see the module docstring for the variables): the client's
+    settings (``GatewaySettings`` is the same class under its earlier name)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -168,6 +170,9 @@ class GatewaySettings(BaseSettings):
 
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key is not None else None
+
+
+GatewaySettings = GatewayClientSettings  # the earlier name, kept for compatibility
 
 
 class OrchestratorConfig(BaseModel):
