@@ -20,7 +20,7 @@ import grpc
 from gateway_server import policy
 from gateway_server.errors import ErrorKind, GatewayError, ProviderError
 from gateway_server.health import HealthMonitor
-from gateway_server.models import ModelResolver
+from gateway_server.model_aliases import ModelResolver
 from gateway_server.providers import Provider, ProviderRequest, ProviderResponse
 from gateway_server.providers.base import StreamDone, StreamEvent, TextDelta
 from gateway_server.settings import GatewaySettings

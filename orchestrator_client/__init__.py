@@ -18,6 +18,7 @@ from orchestrator_client.content import (
 from orchestrator_client.errors import (
     AuthenticationError,
     ConfigError,
+    GatewayClientError,
     GatewayError,
     GatewayTimeoutError,
     GatewayUnavailableError,
@@ -35,6 +36,7 @@ from orchestrator_client.reasoner import GatewayReasoner
 from orchestrator_client.results import (
     Attempt,
     ChatMessage,
+    ClientTextDelta,
     GenerateResult,
     HealthReport,
     ProviderHealth,
@@ -49,8 +51,12 @@ from orchestrator_client.results import (
     TokenCount,
     Usage,
 )
-from orchestrator_client.settings import GatewaySettings, OrchestratorConfig, load_config
+from orchestrator_client.settings import GatewayClientSettings, GatewaySettings, OrchestratorConfig, load_config
 from orchestrator_client.stats import ClientStats, StatsSnapshot
+
+# GatewayError, GatewaySettings and TextDelta are the earlier names of GatewayClientError,
+# GatewayClientSettings and ClientTextDelta (the same classes), kept for compatibility: the new
+# names say they are the client's, apart from the server's GatewayError/GatewaySettings/TextDelta.
 from orchestrator_client.streaming import EventStream
 
 __all__ = [
@@ -58,10 +64,13 @@ __all__ = [
     "AuthenticationError",
     "ChatMessage",
     "ClientStats",
+    "ClientTextDelta",
     "ConfigError",
     "DocumentBlock",
     "EventStream",
     "GatewayClient",
+    "GatewayClientError",
+    "GatewayClientSettings",
     "GatewayError",
     "GatewayReasoner",
     "GatewaySettings",

@@ -4,6 +4,10 @@ and the typed events of a streamed completion (:data:`StreamEvent`).
 Enum values become short lower-case names: ``FINISH_REASON_END_TURN`` → ``"end_turn"``,
 ``HEALTH_STATUS_DEGRADED`` → ``"degraded"``, ``PROVIDER_STATUS_UNCONFIGURED`` → ``"unconfigured"``,
 ``ATTEMPT_OUTCOME_OK`` → ``"ok"``.
+
+The dataclasses cannot drift from the contract: tests/client/test_results_drift.py walks every
+field of every RPC response message in the proto descriptor and fails when setting one leaves the
+typed result unchanged (a new response field must be mapped here, or listed there with a reason).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from orchestrator_client.content import (
 __all__ = [
     "Attempt",
     "ChatMessage",
+    "ClientTextDelta",
     "GenerateResult",
     "HealthReport",
     "ProviderHealth",
@@ -229,13 +234,17 @@ class StreamStart:
 
 
 @dataclass(frozen=True, slots=True)
-class TextDelta:
-    """More text of the answer's text block ``index``."""
+class ClientTextDelta:
+    """More text of the answer's text block ``index`` (the client's stream event; ``TextDelta`` is
+    the same class under its earlier name)."""
 
     type: ClassVar[str] = "text"
 
     index: int
     text: str
+
+
+TextDelta = ClientTextDelta  # the earlier name, kept for compatibility
 
 
 @dataclass(frozen=True, slots=True)

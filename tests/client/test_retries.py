@@ -10,41 +10,21 @@ import grpc
 import pytest
 
 from orchestrator_client import (
-    AuthenticationError,
     GatewayError,
     GatewayTimeoutError,
     GatewayUnavailableError,
     InvalidRequestError,
     MessageTooLargeError,
     NotFoundError,
-    PermissionDeniedError,
-    PreconditionError,
     RateLimitedError,
     ServerError,
 )
 
+from .codes import NEVER, RETRIED
 from .conftest import ClientFactory, FakeTime
 from .fault_server import FaultServer, FaultServicer, Reply
 
 C = grpc.StatusCode
-
-RETRIED = {
-    C.UNAVAILABLE: GatewayUnavailableError,
-    C.RESOURCE_EXHAUSTED: RateLimitedError,
-    C.ABORTED: ServerError,
-    C.INTERNAL: ServerError,
-}
-NEVER = {
-    C.INVALID_ARGUMENT: InvalidRequestError,
-    C.UNAUTHENTICATED: AuthenticationError,
-    C.PERMISSION_DENIED: PermissionDeniedError,
-    C.NOT_FOUND: NotFoundError,
-    C.FAILED_PRECONDITION: PreconditionError,
-    C.UNIMPLEMENTED: NotFoundError,
-    C.OUT_OF_RANGE: InvalidRequestError,
-    C.CANCELLED: ServerError,
-}
-
 
 def fast(fake_time: FakeTime, **options: object) -> dict[str, object]:
     """Client options with the injected clock and sleep."""

@@ -15,19 +15,18 @@ from orchestrator_client.retry_policy import (
     parse_pushback_ms,
 )
 
+from .codes import NEVER, RETRIED
+
 C = grpc.StatusCode
-RETRIED = [C.UNAVAILABLE, C.RESOURCE_EXHAUSTED, C.ABORTED, C.INTERNAL]
-NEVER = [C.INVALID_ARGUMENT, C.UNAUTHENTICATED, C.PERMISSION_DENIED, C.NOT_FOUND, C.FAILED_PRECONDITION,
-         C.UNIMPLEMENTED, C.OUT_OF_RANGE, C.CANCELLED]
 
 
-@pytest.mark.parametrize("code", RETRIED, ids=lambda c: c.name)
+@pytest.mark.parametrize("code", list(RETRIED), ids=lambda c: c.name)
 def test_transient_codes_are_retried(code: grpc.StatusCode) -> None:
     assert is_retryable(code)
     assert code in DEFAULT_RETRYABLE_CODES
 
 
-@pytest.mark.parametrize("code", NEVER, ids=lambda c: c.name)
+@pytest.mark.parametrize("code", list(NEVER), ids=lambda c: c.name)
 def test_caller_errors_are_never_retried(code: grpc.StatusCode) -> None:
     assert not is_retryable(code)
     assert not is_retryable(code, attempt_limited=True)

@@ -160,3 +160,16 @@ def test_unknown_enum_values_do_not_break_results() -> None:
     result = R.from_proto(pb.GenerateResponse(content="x", finish_reason=42), attempts=1, request_id="r",
                           elapsed_ms=1.0)
     assert result.finish_reason == "unknown_42" and result.request_id == "r"
+
+
+def test_the_earlier_names_are_the_clients_classes() -> None:
+    """The client's classes say they are the client's (apart from the server's GatewayError,
+    GatewaySettings, TextDelta); the earlier names stay importable as the same classes."""
+    import orchestrator_client as oc
+    from orchestrator_client import errors, results, settings
+
+    assert oc.GatewayError is errors.GatewayError is oc.GatewayClientError
+    assert oc.GatewaySettings is settings.GatewaySettings is oc.GatewayClientSettings
+    assert oc.TextDelta is results.TextDelta is oc.ClientTextDelta
+    assert (oc.GatewayClientError.__name__, oc.GatewayClientSettings.__name__, oc.ClientTextDelta.__name__) == (
+        "GatewayClientError", "GatewayClientSettings", "ClientTextDelta")
