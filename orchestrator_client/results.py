@@ -194,6 +194,11 @@ def _answer_blocks(msg: pb.GenerateResponse) -> tuple[AnswerBlock, ...]:
         return (TextBlock(msg.content),) if msg.content else ()
     blocks: list[AnswerBlock] = []
     for index, raw in enumerate(msg.blocks):
+        if raw.HasField("cache_control"):  # request-only: an answer's blocks carry no breakpoint
+            plain = pb.ContentBlock()
+            plain.CopyFrom(raw)
+            plain.ClearField("cache_control")
+            raw = plain
         block = block_from_proto(raw, index)
         if isinstance(block, TextBlock | ToolCall | ThinkingBlock | RedactedThinkingBlock):
             blocks.append(block)

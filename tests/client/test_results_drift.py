@@ -18,7 +18,14 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from modelgateway.v1 import model_gateway_pb2 as pb
-from orchestrator_client.results import GenerateResult, HealthReport, ProviderList, Status, event_from_proto
+from orchestrator_client.results import (
+    GenerateResult,
+    HealthReport,
+    ProviderList,
+    Status,
+    TokenCount,
+    event_from_proto,
+)
 
 CONVERTERS: dict[str, Callable[[Any], object]] = {
     "modelgateway.v1.GenerateResponse": lambda m: GenerateResult.from_proto(
@@ -27,6 +34,7 @@ CONVERTERS: dict[str, Callable[[Any], object]] = {
     "modelgateway.v1.HealthResponse": HealthReport.from_proto,
     "modelgateway.v1.ListProvidersResponse": ProviderList.from_proto,
     "modelgateway.v1.GetStatusResponse": Status.from_proto,
+    "modelgateway.v1.CountTokensResponse": lambda m: TokenCount.from_proto(m, request_id=""),
 }
 
 # Field paths (the response's name, then field names; a oneof member is a field) the typed result
@@ -34,6 +42,8 @@ CONVERTERS: dict[str, Callable[[Any], object]] = {
 NOT_MAPPED: dict[str, str] = {
     "GenerateResponse.blocks.image": "an answer carries text and tool_use blocks only (images are input)",
     "GenerateResponse.blocks.tool_result": "an answer carries text and tool_use blocks only (results are input)",
+    "GenerateResponse.blocks.document": "an answer carries no documents (they are input)",
+    "GenerateResponse.blocks.cache_control": "a cache breakpoint is request-only: answers carry none",
 }
 
 MAX_DEPTH = 8
@@ -55,8 +65,11 @@ def _oneofs(desc: Descriptor, path: str, depth: int = 0) -> Iterator[tuple[str, 
     for oneof in desc.oneofs:
         yield f"{path}.{oneof.name}", [f.name for f in oneof.fields]
     for f in desc.fields:
-        if f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type.file is desc.file:
-            yield from _oneofs(f.message_type, f"{path}.{f.name}", depth + 1)
+        child = f"{path}.{f.name}"
+        # A field the client deliberately leaves out needs no variants (and may recurse: a tool
+        # result holds blocks).
+        if f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type.file is desc.file and child not in NOT_MAPPED:
+            yield from _oneofs(f.message_type, child, depth + 1)
 
 
 def _scalar(f: FieldDescriptor) -> Any:
