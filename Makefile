@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.install-stamp
 CONFIG  ?= $(or $(GATEWAY_CONFIG),config/gateway.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps
+.PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps codegen-check
 
 setup: $(STAMP)
 
@@ -38,8 +38,14 @@ $(STAMP): pyproject.toml $(STUBS)
 run: setup
 	$(BIN)/python -m gateway_server --config $(CONFIG)
 
-test: setup node-deps codegen-deps
+test: setup node-deps
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Opt-in, not part of `make test`: the contract's code generation for Java, Kotlin, C#, C++,
+# Objective-C, PHP and Ruby (tests/contract/test_codegen.py), with Debian's gRPC plugins for the
+# C++/Java service stubs (codegen-deps: installed only as root with apt-get, else those tests skip).
+codegen-check: setup codegen-deps
+	CODEGEN_CHECK=1 $(BIN)/python -m pytest tests/contract/test_codegen.py $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python -m gateway_server.demo
@@ -55,7 +61,7 @@ lint: setup
 contract-baseline: setup
 	bash scripts/lint.sh --update-baseline
 
-# Debian's gRPC plugins for C++ and Java, for the service-stub generation checks (root + apt only).
+# Debian's gRPC plugins for C++ and Java, for `make codegen-check`'s service-stub checks (root + apt only).
 codegen-deps:
 	bash scripts/codegen_deps.sh
 

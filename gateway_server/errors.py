@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 ERROR_DOMAIN = "modelgateway"
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
@@ -215,10 +216,16 @@ class GatewayError(Exception):
             details.append(bad)
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
+    def grpc_status(self) -> grpc.Status:
+        """The status as grpcio-status builds it: code, message, and the ``grpc-status-details-bin``
+        trailer carrying :meth:`status_proto`."""
+        status: grpc.Status = rpc_status.to_status(self.status_proto())
+        return status
+
     def trailing_metadata(self) -> Sequence[tuple[str, str | bytes]]:
-        trailers: list[tuple[str, str | bytes]] = [
-            ("grpc-status-details-bin", self.status_proto().SerializeToString())
-        ]
+        """The trailers to abort with: the rich status, and ``grpc-retry-pushback-ms`` (gRPC A6)
+        when the caller may retry after ``retry_after`` seconds."""
+        trailers: list[tuple[str, str | bytes]] = list(self.grpc_status().trailing_metadata)
         if self.retry_after is not None:
             trailers.append((PUSHBACK_TRAILER, str(round(self.retry_after * 1000))))
         return trailers

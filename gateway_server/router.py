@@ -20,7 +20,7 @@ import grpc
 from gateway_server import policy
 from gateway_server.errors import ErrorKind, GatewayError, ProviderError
 from gateway_server.health import HealthMonitor
-from gateway_server.models import ModelResolver
+from gateway_server.model_aliases import ModelResolver
 from gateway_server.outlier import Admission
 from gateway_server.providers import Provider, ProviderRequest, ProviderResponse
 from gateway_server.providers.base import StreamDone, StreamEvent, TextDelta
@@ -45,6 +45,13 @@ class StreamStarted:
 @dataclass(slots=True)
 class RouteResult:
     response: ProviderResponse
+    provider: str
+    attempts: list[pb.Attempt]
+
+
+@dataclass(slots=True)
+class CountResult:
+    input_tokens: int
     provider: str
     attempts: list[pb.Attempt]
 
@@ -132,6 +139,16 @@ class Router:
         if response.model and response.model != attempts[-1].model:
             attempts[-1].model = response.model
         return RouteResult(response=response, provider=name, attempts=attempts)
+
+    async def count_tokens(self, request: ProviderRequest, *, provider: str, model: str,
+                           deadline: float | None) -> CountResult:
+        """Count the request's input tokens through the same chain as generate (retries, fallback)."""
+
+        async def call(p: Provider, target_model: str, timeout: float) -> int:
+            return await p.count_tokens(request, target_model, timeout)
+
+        tokens, name, attempts = await self._run_chain(request, provider, model, deadline, call, lambda p: p.timeout)
+        return CountResult(input_tokens=tokens, provider=name, attempts=attempts)
 
     async def stream(self, request: ProviderRequest, *, provider: str, model: str,
                      deadline: float | None) -> AsyncGenerator[StreamStarted | StreamEvent, None]:
@@ -248,7 +265,14 @@ class Router:
                 attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
                                            reason=f"PROVIDER_{why.upper()}", message=f"provider is {why}"))
                 continue
-            unsupported = p.unsupported(request)
+            target_model = self._target_model(model, name, first)
+            if target_model is None:
+                attempts.append(pb.Attempt(
+                    provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED, reason="MODEL_UNAVAILABLE",
+                    message=f"model '{model}' has no alias for this provider "
+                            f"(fallback.substitute_default_model is off)"))
+                continue
+            unsupported = p.unsupported(request, target_model)
             if unsupported is not None:
                 field, why = unsupported
                 if index == 0:
@@ -257,13 +281,6 @@ class Router:
                         field=field, metadata={"provider": name}), attempts)
                 attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
                                            reason="UNSUPPORTED_BY_PROVIDER", message=f"{field}: {why}"))
-                continue
-            target_model = self._target_model(model, name, first)
-            if target_model is None:
-                attempts.append(pb.Attempt(
-                    provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED, reason="MODEL_UNAVAILABLE",
-                    message=f"model '{model}' has no alias for this provider "
-                            f"(fallback.substitute_default_model is off)"))
                 continue
             retry_original = self._retry_original and index == last and index != 0
             if retry_original and not self._budget_allows():

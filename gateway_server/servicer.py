@@ -19,10 +19,22 @@ from gateway_server import __version__
 from gateway_server.errors import GatewayError
 from gateway_server.health import HealthMonitor
 from gateway_server.providers import Provider, ProviderRequest
-from gateway_server.providers.base import TextDelta, TextPart, ToolUseDelta, ToolUsePart
+from gateway_server.providers.base import (
+    AnswerPart,
+    RedactedThinkingDelta,
+    RedactedThinkingPart,
+    SignatureDelta,
+    StreamDone,
+    TextDelta,
+    TextPart,
+    ThinkingDelta,
+    ThinkingPart,
+    ToolUseDelta,
+    ToolUsePart,
+)
 from gateway_server.router import Router, StreamStarted
 from gateway_server.settings import GatewaySettings
-from gateway_server.validation import validate_generate
+from gateway_server.validation import validate_count, validate_generate
 from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 
@@ -30,6 +42,7 @@ log = logging.getLogger("gateway_server.requests")
 
 SERVICE_NAME = "Model Gateway"
 REQUEST_ID_HEADER = "x-request-id"
+_Request = pb.GenerateRequest | pb.CountTokensRequest
 _MAX_REQUEST_ID = 128
 
 
@@ -96,7 +109,15 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         remaining = context.time_remaining()
         return provider_request, None if remaining is None else asyncio.get_running_loop().time() + remaining
 
-    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str, request: pb.GenerateRequest,
+    def _prepare_count(self, request: pb.CountTokensRequest, token: str,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ProviderRequest, float | None]:
+        self._authorize(token)
+        provider_request = validate_count(request, self._limits, self._max_request_bytes)
+        self._router.check_target(request.provider, request.model)
+        remaining = context.time_remaining()
+        return provider_request, None if remaining is None else asyncio.get_running_loop().time() + remaining
+
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str, request: _Request,
                      err: GatewayError | None, started: float) -> None:
         """End the call with the error's status and details; None: a gateway bug (INTERNAL, no traceback)."""
         if err is None:
@@ -127,14 +148,15 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
             raise
         r = result.response
         latency_ms = (time.perf_counter() - started) * 1000
-        total = r.input_tokens + r.output_tokens
+        usage = _usage(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens)
+        total = usage.total_tokens
         fallback_note = f" (fallback from {result.attempts[0].provider})" if len(result.attempts) > 1 else ""
         log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
                  "path=%s%s%s", request_id, result.provider, r.model, total, latency_ms, _path(result.attempts),
                  _metadata_suffix(request.metadata), fallback_note)
         return pb.GenerateResponse(
             content=r.content, model=r.model, provider=result.provider,
-            usage=pb.Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens, total_tokens=total),
+            usage=usage,
             finish_reason=r.finish_reason, latency_ms=latency_ms, request_id=request_id,
             attempts=result.attempts, stop_reason=r.stop_reason,
             blocks=[_block(part) for part in r.parts],
@@ -158,12 +180,22 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                     elif isinstance(item, ToolUseDelta):
                         yield pb.GenerateStreamResponse(delta=pb.ContentDelta(
                             index=item.index, tool_use=_tool_use(item.tool_use)))
+                    elif isinstance(item, ThinkingDelta):
+                        yield pb.GenerateStreamResponse(delta=pb.ContentDelta(index=item.index, thinking=item.thinking))
+                    elif isinstance(item, SignatureDelta):
+                        yield pb.GenerateStreamResponse(delta=pb.ContentDelta(index=item.index,
+                                                                              signature=item.signature))
+                    elif isinstance(item, RedactedThinkingDelta):
+                        yield pb.GenerateStreamResponse(delta=pb.ContentDelta(
+                            index=item.index, redacted_thinking=pb.RedactedThinkingBlock(data=item.data)))
                     elif isinstance(item, StreamStarted):
                         head = item
                         yield pb.GenerateStreamResponse(start=pb.StreamStart(
                             provider=item.provider, model=item.model, request_id=request_id))
-                    elif head is not None:  # StreamDone
-                        total = item.input_tokens + item.output_tokens
+                    elif head is not None and isinstance(item, StreamDone):
+                        usage = _usage(item.input_tokens, item.output_tokens, item.cache_read_tokens,
+                                       item.cache_creation_tokens)
+                        total = usage.total_tokens
                         latency_ms = (time.perf_counter() - started) * 1000
                         log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
                                  "first_token_ms=%.2f path=%s%s", request_id, head.provider, item.model, total,
@@ -171,8 +203,7 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                                  _metadata_suffix(request.metadata))
                         yield pb.GenerateStreamResponse(end=pb.StreamEnd(
                             finish_reason=item.finish_reason, stop_reason=item.stop_reason,
-                            usage=pb.Usage(input_tokens=item.input_tokens, output_tokens=item.output_tokens,
-                                           total_tokens=total),
+                            usage=usage,
                             attempts=head.attempts, latency_ms=latency_ms, first_token_ms=head.first_token_ms))
         except GatewayError as err:
             if head is not None and not err.attempts:
@@ -183,12 +214,38 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         except Exception:
             await self._abort(context, request_id, request, None, started)
 
-    def _log_failure(self, request_id: str, request: pb.GenerateRequest, err: GatewayError, started: float) -> None:
+    def _log_failure(self, request_id: str, request: _Request, err: GatewayError, started: float) -> None:
         path = _path(err.attempts)
         level = logging.WARNING if err.attempts else logging.INFO
         log.log(level, "Request failed: request_id=%s code=%s reason=%s latency_ms=%.2f path=%s%s: %s",
                 request_id, err.code.name, err.reason, (time.perf_counter() - started) * 1000, path or "-",
                 _metadata_suffix(request.metadata), err.message)
+
+    async def CountTokens(
+        self, request: pb.CountTokensRequest,
+        context: grpc.aio.ServicerContext[pb.CountTokensRequest, pb.CountTokensResponse],
+    ) -> pb.CountTokensResponse:
+        started = time.perf_counter()
+        request_id, token = _caller(context)
+        try:
+            provider_request, deadline = self._prepare_count(request, token, context)
+            result = await self._router.count_tokens(provider_request, provider=request.provider,
+                                                     model=request.model, deadline=deadline)
+        except GatewayError as err:
+            await self._abort(context, request_id, request, err, started)
+            raise  # unreachable: abort raises
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            await self._abort(context, request_id, request, None, started)
+            raise
+        latency_ms = (time.perf_counter() - started) * 1000
+        log.info("Counted tokens: request_id=%s provider=%s model=%s input_tokens=%d latency_ms=%.2f path=%s%s",
+                 request_id, result.provider, result.attempts[-1].model, result.input_tokens, latency_ms,
+                 _path(result.attempts), _metadata_suffix(request.metadata))
+        return pb.CountTokensResponse(input_tokens=result.input_tokens, provider=result.provider,
+                                      model=result.attempts[-1].model, attempts=result.attempts,
+                                      request_id=request_id, latency_ms=latency_ms)
 
     async def Health(
         self, request: pb.HealthRequest, context: grpc.aio.ServicerContext[pb.HealthRequest, pb.HealthResponse]
@@ -247,10 +304,20 @@ def _tool_use(part: ToolUsePart) -> pb.ToolUseBlock:
     return block
 
 
-def _block(part: TextPart | ToolUsePart) -> pb.ContentBlock:
+def _block(part: AnswerPart) -> pb.ContentBlock:
     if isinstance(part, TextPart):
         return pb.ContentBlock(text=pb.TextBlock(text=part.text))
+    if isinstance(part, ThinkingPart):
+        return pb.ContentBlock(thinking=pb.ThinkingBlock(thinking=part.thinking, signature=part.signature))
+    if isinstance(part, RedactedThinkingPart):
+        return pb.ContentBlock(redacted_thinking=pb.RedactedThinkingBlock(data=part.data))
     return pb.ContentBlock(tool_use=_tool_use(part))
+
+
+def _usage(input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int) -> pb.Usage:
+    return pb.Usage(input_tokens=input_tokens, output_tokens=output_tokens,
+                    cache_read_input_tokens=cache_read, cache_creation_input_tokens=cache_creation,
+                    total_tokens=input_tokens + cache_read + cache_creation + output_tokens)
 
 
 def _path(attempts: list[pb.Attempt]) -> str:

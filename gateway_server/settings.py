@@ -1,7 +1,15 @@
 """Gateway configuration: one YAML file (``--config`` / ``GATEWAY_CONFIG``) plus environment.
 
-Precedence, highest first: environment variables (``GATEWAY_*``), a ``.env`` file in the working
-directory, the YAML file, the defaults below. Secrets are ``SecretStr`` and never printed.
+Precedence, highest first: command-line flags (``--port``), environment variables (``GATEWAY_*``),
+a ``.env`` file in the working directory, the YAML file (read by pydantic-settings'
+``YamlConfigSettingsSource``), the defaults below. Nested keys merge across sources
+(``GATEWAY_FALLBACK__ENABLED=false`` changes that one key of the file's ``fallback`` section).
+Secrets are ``SecretStr`` and never printed.
+
+Provider credentials follow the same rule: ``GATEWAY_ANTHROPIC_API_KEY``, when set, is the key of
+every ``anthropic`` provider and wins over a provider's ``api_key`` in the file (which is used
+only when the variable is unset). A Bedrock provider's ``region`` in the file is a per-provider
+routing choice, not a credential, and wins over ``GATEWAY_AWS_REGION``.
 
 Every model forbids unknown keys, so a typo in the YAML stops start-up with the key's path named.
 """
@@ -9,6 +17,9 @@ Every model forbids unknown keys, so a typo in the YAML stops start-up with the 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +34,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    YamlConfigSettingsSource,
+)
 
 DEFAULT_CONFIG_PATH = "config/gateway.yaml"
 
@@ -54,7 +73,7 @@ class ProviderSettings(_Strict):
 class AnthropicProviderConfig(ProviderSettings):
     type: Literal["anthropic"]
     base_url: str | None = None
-    api_key: SecretStr | None = None  # prefer GATEWAY_ANTHROPIC_API_KEY
+    api_key: SecretStr | None = None  # used when GATEWAY_ANTHROPIC_API_KEY is unset
     max_connections: int = Field(100, ge=1)
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
@@ -63,7 +82,9 @@ class BedrockProviderConfig(ProviderSettings):
     type: Literal["bedrock"]
     region: str | None = None  # else GATEWAY_AWS_REGION
     endpoint_url: str | None = None
-    executor_workers: int = Field(16, ge=1, le=256, description="Threads for the blocking boto3 calls.")
+    # Obsolete: Bedrock calls use no threads since aiobotocore; accepted (and ignored, with a warning)
+    # so that old configs keep loading.
+    executor_workers: int | None = Field(None, ge=1, le=256, description="Obsolete, ignored.")
     connect_timeout: float = Field(5.0, gt=0)
 
 
@@ -227,13 +248,21 @@ class GatewaySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML document arrives as init kwargs; the environment overrides it.
-        return env_settings, dotenv_settings, init_settings
+        # Highest first: flags (init arguments), environment, .env, the YAML file; then the defaults.
+        level = _FILE_LEVEL.get()
+        if level is None:
+            return init_settings, env_settings, dotenv_settings
+        if isinstance(level, Path):
+            file_settings: PydanticBaseSettingsSource = _YamlFile(settings_cls, yaml_file=level)
+        else:
+            file_settings = InitSettingsSource(settings_cls, init_kwargs=dict(level))
+        return init_settings, env_settings, dotenv_settings, file_settings
 
     # ---- derived views (computed once at start-up, never per request) ----
 
     def anthropic_key(self, cfg: AnthropicProviderConfig) -> SecretStr | None:
-        return cfg.api_key or self.anthropic_api_key
+        """The environment (``GATEWAY_ANTHROPIC_API_KEY``) wins over the provider's key in the file."""
+        return self.anthropic_api_key or cfg.api_key
 
     def bedrock_region(self, cfg: BedrockProviderConfig) -> str | None:
         return cfg.region or self.aws_region
@@ -255,34 +284,66 @@ def _format_error(err: ValidationError) -> str:
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> GatewaySettings:
-    """Read the YAML file (``path``, else ``$GATEWAY_CONFIG``, else config/gateway.yaml) and the environment.
+    """Read the YAML file (``path``, else ``$GATEWAY_CONFIG``, else config/gateway.yaml) and the environment;
+    ``overrides`` are the command-line flags (they win over both).
 
     Raises ConfigError with one line naming the file and the field.
     """
     if path is None:
         path = os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG_PATH)
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of keys, not {type(data).__name__}")
-    return settings_from_mapping({**data, **overrides}, source=str(p))
+    if not p.is_file():  # the YAML source skips a missing file; a named config file must exist
+        reason = "Is a directory" if p.is_dir() else "No such file or directory"
+        raise ConfigError(f"cannot read config file {p}: {reason}")
+    with _file_level(p):
+        return _build(overrides, source=str(p), env_file=".env")
 
 
 def settings_from_mapping(data: dict[str, Any], *, source: str = "config", env_file: str | None = ".env"
                           ) -> GatewaySettings:
+    """Settings from ``data`` standing in for the YAML file (the environment still wins over it)."""
+    with _file_level(data):
+        return _build({}, source=source, env_file=env_file)
+
+
+def _build(flags: dict[str, Any], *, source: str, env_file: str | None) -> GatewaySettings:
     try:
-        return GatewaySettings(**data, _env_file=env_file)
+        return GatewaySettings(**flags, _env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid config: {_format_error(exc)}") from None
     except SettingsError as exc:  # e.g. an environment variable that is not valid JSON for a nested key
         raise ConfigError(f"{source}: invalid environment: {exc}") from None
+
+
+class _YamlFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source, with its failures as one-line ConfigErrors naming the file."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            data: Any = super()._read_file(file_path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file_path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(f"{file_path}: malformed YAML{where}: {problem}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file_path}: the top level must be a mapping of keys, not {type(data).__name__}")
+        return data
+
+
+# The file level of the settings being built: a YAML file's path, or a mapping standing in for one
+# (settings_from_mapping). A context variable because pydantic-settings builds its sources in a
+# classmethod with no per-call argument for them.
+_FILE_LEVEL: ContextVar[Path | Mapping[str, Any] | None] = ContextVar("gateway_config_file", default=None)
+
+
+@contextmanager
+def _file_level(value: Path | Mapping[str, Any]) -> Iterator[None]:
+    token = _FILE_LEVEL.set(value)
+    try:
+        yield
+    finally:
+        _FILE_LEVEL.reset(token)
+

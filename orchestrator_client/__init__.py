@@ -5,10 +5,20 @@ command line (:mod:`orchestrator_client.cli`).
 """
 
 from orchestrator_client.client import GatewayClient
-from orchestrator_client.content import ImageBlock, TextBlock, ToolCall, ToolResultBlock, ToolSpec
+from orchestrator_client.content import (
+    DocumentBlock,
+    ImageBlock,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolCall,
+    ToolResultBlock,
+    ToolSpec,
+)
 from orchestrator_client.errors import (
     AuthenticationError,
     ConfigError,
+    GatewayClientError,
     GatewayError,
     GatewayTimeoutError,
     GatewayUnavailableError,
@@ -21,10 +31,12 @@ from orchestrator_client.errors import (
     ServerError,
     ToolRoundsExceededError,
 )
+from orchestrator_client.options import GenerateOptions
 from orchestrator_client.reasoner import GatewayReasoner
 from orchestrator_client.results import (
     Attempt,
     ChatMessage,
+    ClientTextDelta,
     GenerateResult,
     HealthReport,
     ProviderHealth,
@@ -35,10 +47,16 @@ from orchestrator_client.results import (
     StreamEvent,
     StreamStart,
     TextDelta,
+    ThinkingDelta,
+    TokenCount,
     Usage,
 )
-from orchestrator_client.settings import GatewaySettings, OrchestratorConfig, load_config
+from orchestrator_client.settings import GatewayClientSettings, GatewaySettings, OrchestratorConfig, load_config
 from orchestrator_client.stats import ClientStats, StatsSnapshot
+
+# GatewayError, GatewaySettings and TextDelta are the earlier names of GatewayClientError,
+# GatewayClientSettings and ClientTextDelta (the same classes), kept for compatibility: the new
+# names say they are the client's, apart from the server's GatewayError/GatewaySettings/TextDelta.
 from orchestrator_client.streaming import EventStream
 
 __all__ = [
@@ -46,14 +64,19 @@ __all__ = [
     "AuthenticationError",
     "ChatMessage",
     "ClientStats",
+    "ClientTextDelta",
     "ConfigError",
+    "DocumentBlock",
     "EventStream",
     "GatewayClient",
+    "GatewayClientError",
+    "GatewayClientSettings",
     "GatewayError",
     "GatewayReasoner",
     "GatewaySettings",
     "GatewayTimeoutError",
     "GatewayUnavailableError",
+    "GenerateOptions",
     "GenerateResult",
     "HealthReport",
     "ImageBlock",
@@ -67,6 +90,7 @@ __all__ = [
     "ProviderInfo",
     "ProviderList",
     "RateLimitedError",
+    "RedactedThinkingBlock",
     "ServerError",
     "StatsSnapshot",
     "Status",
@@ -75,6 +99,9 @@ __all__ = [
     "StreamStart",
     "TextBlock",
     "TextDelta",
+    "ThinkingBlock",
+    "ThinkingDelta",
+    "TokenCount",
     "ToolCall",
     "ToolResultBlock",
     "ToolRoundsExceededError",

@@ -4,6 +4,11 @@ Usage::
 
     gatewayctl [--target T] [--config PATH] [--json] [options] generate "What is 25 + 75?"
     gatewayctl generate --stream "What is 25 + 75?"
+    gatewayctl generate --thinking 2048 --max-tokens 8192 "Plan a trip"   # thinking on stderr
+    gatewayctl generate --schema '{"type":"object",...}' "Paris has 2.1M people"
+    gatewayctl generate --document report.pdf "Summarise it"
+    gatewayctl generate --system "$(cat prompt.txt)" --cache-system "Hi"  # a cached system prompt
+    gatewayctl count "How many tokens is this?"
     gatewayctl health
     gatewayctl providers
     gatewayctl status
@@ -17,8 +22,10 @@ default (for ``generate``: the answer on stdout, a summary line on stderr) and o
 on stdout with ``--json`` (errors too).
 ``generate --stream`` prints the answer's text as it arrives (tool calls as ``[tool_use ...]``
 lines), then the summary line on stderr; with ``--json`` it prints one JSON object per event
-(JSON lines: ``{"type": "start" | "text" | "tool_use" | "end", ...}``; an error as a last
-``{"error": {...}}`` line).
+(JSON lines: ``{"type": "start" | "text" | "thinking" | "redacted_thinking" | "tool_use" | "end", ...}``;
+an error as a last ``{"error": {...}}`` line). Thinking (``--thinking``) goes to stderr in the text
+output. ``count`` prints the conversation's input tokens (the prompt, ``--system``, ``--document``s,
+``--thinking``) as the provider's model counts them.
 
 Exit status:
 
@@ -53,15 +60,18 @@ from typing import Any, NoReturn, TextIO
 import grpc
 
 from orchestrator_client.client import GatewayClient
-from orchestrator_client.content import ToolCall
+from orchestrator_client.content import DocumentBlock, TextBlock, ToolCall
 from orchestrator_client.errors import ConfigError, GatewayError, MessageTooLargeError
 from orchestrator_client.results import (
+    ChatMessage,
     GenerateResult,
     HealthReport,
     ProviderList,
     Status,
     StreamEnd,
     TextDelta,
+    ThinkingDelta,
+    TokenCount,
     to_jsonable,
 )
 from orchestrator_client.settings import load_config
@@ -113,6 +123,8 @@ examples:
   gatewayctl generate "What is 25 + 75?"
   gatewayctl generate --stream "Tell me about gateways"
   gatewayctl --json generate --stream "What is 25 + 75?"     # JSON lines, one per event
+  gatewayctl generate --thinking adaptive --cache-system --system "You are..." "Hi"
+  gatewayctl count --system "Be terse." "How long is this conversation?"
   gatewayctl --target localhost:50051 --json providers
   gatewayctl --target dns:///gateway.internal:50051 health
 """
@@ -165,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = _Parser(
         prog="gatewayctl",
-        description="Call the Model Gateway: generate a completion, check health, list providers, status.",
+        description="Call the Model Gateway: generate, count tokens, check health, list providers, status.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
@@ -187,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--request-id", default=None, help="x-request-id to send (default: generated)")
     gen.add_argument("--stream", action="store_true",
                      help="stream the answer: print text as it arrives (--json: one JSON object per event)")
+    _add_conversation_options(gen)
+    gen.add_argument("--schema", default=None, metavar="JSON|@FILE",
+                     help="structured output: the answer is JSON matching this JSON schema (of an object)")
+    count = commands.add_parser(
+        "count", parents=[common], help="count a conversation's input tokens", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    count.add_argument("prompt", help="the prompt ('-' reads it from stdin)")
+    count.add_argument("--system", "-s", default=None, help="system prompt")
+    count.add_argument("--provider", "-p", default=None, help="provider name (default: config or gateway's)")
+    count.add_argument("--model", "-m", default=None, help="model id or alias")
+    count.add_argument("--request-id", default=None, help="x-request-id to send (default: generated)")
+    _add_conversation_options(count)
     for name, text in (
         ("health", "health of the gateway and each provider"),
         ("providers", "the configured providers, default and fallback order"),
@@ -195,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser(name, parents=[common], help=text, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser
+
+
+def _add_conversation_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--cache-system", nargs="?", const=True, default=False, metavar="TTL",
+                         help="cache the system prompt (a cache breakpoint after it; TTL 5m or 1h)")
+    command.add_argument("--thinking", default=None, metavar="BUDGET|adaptive|disabled",
+                         help="extended thinking: a token budget (>= 1024, below --max-tokens), or a mode")
+    command.add_argument("--document", action="append", default=[], metavar="PATH",
+                         help="attach a document (.pdf as PDF, anything else as UTF-8 text; repeatable)")
 
 
 def _configure_logging(verbose: int, quiet: bool, err: TextIO) -> Callable[[], None]:
@@ -250,43 +284,115 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 
 def _print_generate(result: GenerateResult, out: TextIO, err: TextIO) -> None:
+    if result.thinking:
+        err.write(f"[thinking] {result.thinking}\n")
     out.write(result.content.rstrip("\n") + "\n")
     usage = result.usage
     err.write(
         f"-- provider={result.provider} model={result.model} finish={result.finish_reason} "
-        f"tokens={usage.input_tokens}+{usage.output_tokens} latency={result.latency_ms:.1f}ms "
+        f"tokens={usage.input_tokens}+{usage.output_tokens}{_cache_note(usage)} "
+        f"latency={result.latency_ms:.1f}ms "
         f"elapsed={result.elapsed_ms:.1f}ms attempts={result.attempts} request_id={result.request_id}\n"
     )
+
+
+def _cache_note(usage: Any) -> str:
+    if not (usage.cache_read_input_tokens or usage.cache_creation_input_tokens):
+        return ""
+    return f" cache_read={usage.cache_read_input_tokens} cache_write={usage.cache_creation_input_tokens}"
+
+
+def _print_count(count: TokenCount, out: TextIO, err: TextIO) -> None:
+    out.write(f"{count.input_tokens}\n")
+    err.write(f"-- provider={count.provider} model={count.model} latency={count.latency_ms:.1f}ms "
+              f"request_id={count.request_id}\n")
 
 
 def _print_stream_summary(end: StreamEnd, model: str, provider: str, err: TextIO) -> None:
     usage = end.usage
     err.write(
         f"-- provider={provider} model={model} finish={end.finish_reason} "
-        f"tokens={usage.input_tokens}+{usage.output_tokens} latency={end.latency_ms:.1f}ms "
+        f"tokens={usage.input_tokens}+{usage.output_tokens}{_cache_note(usage)} latency={end.latency_ms:.1f}ms "
         f"first_token={end.first_token_ms:.1f}ms elapsed={end.elapsed_ms:.1f}ms "
         f"attempts={end.client_attempts} request_id={end.request_id}\n"
     )
 
 
-def _generate_options(args: argparse.Namespace, metadata: dict[str, str]) -> dict[str, Any]:
+def _thinking(value: str | None) -> int | str | None:
+    if value is None or not value.isdigit():
+        return value
+    return int(value)
+
+
+def _schema(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        if value.startswith("@"):
+            with open(value[1:], encoding="utf-8") as file:
+                value = file.read()
+        schema = json.loads(value)
+    except (OSError, ValueError) as exc:
+        raise _UsageError(f"gatewayctl: error: --schema: {exc}") from None
+    if not isinstance(schema, dict):
+        raise _UsageError("gatewayctl: error: --schema: a JSON schema is an object")
+    return schema
+
+
+def _document(path: str) -> DocumentBlock:
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise _UsageError(f"gatewayctl: error: --document: {exc}") from None
+    media_type = "application/pdf" if path.lower().endswith(".pdf") else "text/plain"
+    return DocumentBlock(media_type, data, title=os.path.basename(path))
+
+
+def _conversation(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
+    """The messages (with documents), system, thinking, target from the command line."""
+    options: dict[str, Any] = {"provider": args.provider, "model": args.model, "request_id": args.request_id,
+                               "thinking": _thinking(args.thinking)}
+    if args.document:
+        options["messages"] = [ChatMessage("user", [*(_document(p) for p in args.document), TextBlock(prompt)])]
+    if args.cache_system and args.system:
+        options["system"] = [TextBlock(args.system, cache=args.cache_system)]
+    else:
+        options["system"] = args.system
+    return options
+
+
+def _generate_options(args: argparse.Namespace, metadata: dict[str, str], prompt: str) -> dict[str, Any]:
     """The keyword arguments `generate` and `stream` share, from the command line."""
-    return {"system": args.system, "provider": args.provider, "model": args.model,
-            "max_tokens": args.max_tokens, "temperature": args.temperature, "metadata": metadata,
-            "request_id": args.request_id}
+    return {**_conversation(args, prompt), "max_tokens": args.max_tokens, "temperature": args.temperature,
+            "metadata": metadata, "output_schema": _schema(args.schema)}
+
+
+def _prompt_arg(args: argparse.Namespace, prompt: str) -> str | None:
+    """The prompt to pass beside the options: None when they carry it in messages (documents)."""
+    return None if args.document else prompt
 
 
 async def _stream_generate(
     client: GatewayClient, args: argparse.Namespace, prompt: str, metadata: dict[str, str], as_json: bool,
     out: TextIO, err: TextIO,
 ) -> int:
-    events = client.stream(prompt, **_generate_options(args, metadata))
+    events = client.stream(_prompt_arg(args, prompt), **_generate_options(args, metadata, prompt))
+    thinking_open = False
     line_open = False  # text written without its final newline
     async with events:
         try:
             async for event in events:
                 if as_json:
                     out.write(json.dumps(to_jsonable(event)) + "\n")
+                elif isinstance(event, ThinkingDelta):
+                    if event.thinking:
+                        err.write(("" if thinking_open else "[thinking] ") + event.thinking)
+                        thinking_open = True
+                    elif thinking_open:
+                        err.write("\n")
+                        thinking_open = False
+                    err.flush()
                 elif isinstance(event, TextDelta):
                     out.write(event.text)
                     if event.text:
@@ -343,13 +449,21 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     as_json = bool(getattr(args, "json", False))
     metadata = _parse_metadata(args.metadata) if args.command == "generate" else {}
     prompt = ""
-    if args.command == "generate":
+    if args.command in ("generate", "count"):
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     async with _make_client(args) as client:
         if args.command == "generate" and args.stream:
             return await _stream_generate(client, args, prompt, metadata, as_json, out, err)
+        if args.command == "count":
+            count = await client.count_tokens(_prompt_arg(args, prompt), **_conversation(args, prompt))
+            if as_json:
+                json.dump(to_jsonable(count), out, indent=2)
+                out.write("\n")
+            else:
+                _print_count(count, out, err)
+            return EXIT_OK
         if args.command == "generate":
-            result = await client.generate(prompt, **_generate_options(args, metadata))
+            result = await client.generate(_prompt_arg(args, prompt), **_generate_options(args, metadata, prompt))
             if as_json:
                 json.dump(to_jsonable(result), out, indent=2)
                 out.write("\n")

@@ -9,7 +9,10 @@ tenacity loop here is the only one.
 Retries (see :mod:`orchestrator_client.retry_policy` for the pure rules):
 
 * ``max_retries`` is the total number of attempts; the wait after failed attempt *n* is
-  ``retry_delay × 2^(n-1)``, doubled after RESOURCE_EXHAUSTED, raised to the server's pushback.
+  ``retry_delay × 2^(n-1)``, doubled after RESOURCE_EXHAUSTED. When the server sends a pushback
+  (``google.rpc.RetryInfo`` or the ``grpc-retry-pushback-ms`` trailer) the client waits exactly
+  that instead of its own schedule; a pushback past the call's budget ends the call at once
+  ("the server's pushback ... is past the time budget"), and a negative one means do not retry.
 * RESOURCE_EXHAUSTED is retried only as a rate limit (the server sent RetryInfo, ErrorInfo or a
   pushback trailer); without them it is gRPC's own message size limit and raises
   :class:`~orchestrator_client.errors.MessageTooLargeError` after one attempt.
@@ -18,6 +21,8 @@ Retries (see :mod:`orchestrator_client.retry_policy` for the pure rules):
   budget is not slept: the call fails at once with the last error. A ``deadline`` passed by the
   caller (an absolute time on the client's clock, ``time.monotonic()`` by default) caps it too.
 * Every attempt of one call carries the same ``x-request-id`` metadata.
+* One tenacity ``AsyncRetrying`` loop runs every attempt of a unary call, and one every attempt of
+  a stream up to its first event.
 * Logged as the seed guide reads: ``WARNING Gateway connection error (attempt 1/3): ...``,
   ``INFO Retrying in 1.0s...``, ``ERROR Gateway request failed after 3 attempts: ...``.
 
@@ -42,7 +47,7 @@ import logging
 import random as _random
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -51,23 +56,16 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
-from orchestrator_client.content import (
-    BlockLike,
-    ToolChoiceLike,
-    ToolLike,
-    blocks_to_proto,
-    tool_choice_to_proto,
-    tool_to_proto,
-)
 from orchestrator_client.errors import GatewayError, GatewayTimeoutError, ServerError, error_from_rpc
+from orchestrator_client.options import GenerateOptions, MessageLike
 from orchestrator_client.results import (
-    ChatMessage,
     GenerateResult,
     HealthReport,
     ProviderList,
     Status,
     StreamEnd,
     StreamEvent,
+    TokenCount,
     event_from_proto,
 )
 from orchestrator_client.retry_policy import (
@@ -82,49 +80,20 @@ from orchestrator_client.stats import ClientStats
 from orchestrator_client.streaming import EventStream, StreamProgress
 from orchestrator_client.targets import DEFAULT_TARGET, normalize_target
 
-__all__ = ["Clock", "GatewayClient", "MessageLike", "Sleep"]
+__all__ = ["Clock", "GatewayClient", "GenerateOptions", "MessageLike", "Sleep"]
 
 logger = logging.getLogger("orchestrator_client")
 
 Sleep: TypeAlias = Callable[[float], Awaitable[Any]]
 Clock: TypeAlias = Callable[[], float]
-MessageLike: TypeAlias = (
-    ChatMessage | pb.Message | tuple[str, str] | tuple[str, Sequence[BlockLike]] | Mapping[str, Any]
-)
-
 USER_AGENT = "orchestrator-client/0.1"
 REQUEST_ID_HEADER = "x-request-id"
-
-_ROLES: dict[str, pb.Role.ValueType] = {
-    "user": pb.ROLE_USER,
-    "human": pb.ROLE_USER,
-    "assistant": pb.ROLE_ASSISTANT,
-    "ai": pb.ROLE_ASSISTANT,
-}
 
 _LABELS: dict[grpc.StatusCode, str] = {
     grpc.StatusCode.UNAVAILABLE: "Gateway connection error",
     grpc.StatusCode.DEADLINE_EXCEEDED: "Gateway timeout",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "Gateway rate limited",
 }
-
-
-def _to_message(item: MessageLike) -> pb.Message:
-    if isinstance(item, pb.Message):
-        return item
-    content: str | Sequence[BlockLike]
-    if isinstance(item, ChatMessage):
-        role, content = item.role, item.content
-    elif isinstance(item, tuple):
-        role, content = item
-    else:
-        role, content = str(item.get("role", "user")), item.get("content", "")
-    role_value = _ROLES.get(role.lower())
-    if role_value is None:
-        raise ValueError(f"unknown message role {role!r} (use 'user' or 'assistant')")
-    if isinstance(content, str):
-        return pb.Message(role=role_value, content=content)
-    return pb.Message(role=role_value, blocks=blocks_to_proto(content))
 
 
 class _Call:
@@ -137,7 +106,6 @@ class _Call:
         "budget_end",
         "delay_for",
         "metadata",
-        "replay",
         "request",
         "request_id",
         "rpc",
@@ -167,7 +135,6 @@ class _Call:
         self.attempt = 0
         self.delay_for: tuple[int, float] | None = None
         self.stop_note = ""
-        self.replay: GatewayError | None = None
 
 
 class GatewayClient:
@@ -359,22 +326,20 @@ class GatewayClient:
         self,
         prompt: str | Sequence[MessageLike] | None = None,
         *,
-        messages: Sequence[MessageLike] | None = None,
-        system: str | None = None,
-        provider: str | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop_sequences: Sequence[str] = (),
-        metadata: Mapping[str, str] | None = None,
-        tools: Sequence[ToolLike] = (),
-        tool_choice: ToolChoiceLike = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        request_id: str | None = None,
+        options: GenerateOptions | None = None,
+        **kwargs: Any,
     ) -> GenerateResult:
         """Generate a completion for one prompt string or a list of messages.
+
+        The keyword arguments are the fields of :class:`~orchestrator_client.options.GenerateOptions`
+        (``messages``, ``system``, ``provider``, ``model``, ``max_tokens``, ``temperature``,
+        ``top_p``, ``stop_sequences``, ``metadata``, ``tools``, ``tool_choice``, ``thinking``,
+        ``output_schema``, ``output_schema_name``, ``timeout``, ``deadline``, ``request_id``);
+        ``options`` passes them as one object, and keywords given with it replace its fields.
+        ``system`` may be a list of text blocks with cache breakpoints (``TextBlock(text,
+        cache=True)``); ``thinking`` is a token budget, "adaptive" or "disabled" (the answer's
+        ``blocks`` then start with its ThinkingBlock, ``result.thinking`` is its text; send the
+        blocks back unchanged with tool calls); ``output_schema`` asks for JSON matching a schema.
 
         Messages are ``ChatMessage``s, ``(role, content)`` tuples, ``{"role", "content"}``
         mappings or ``pb.Message``s; a content is text or a list of content blocks (text, image,
@@ -385,12 +350,10 @@ class GatewayClient:
         calls (``finish_reason == "tool_use"``). Raises a
         :class:`~orchestrator_client.errors.GatewayError` subclass on failure.
         """
-        request = self._request(
-            "generate", prompt, messages, system, provider, model, max_tokens, temperature, top_p,
-            stop_sequences, metadata, tools, tool_choice,
-        )
+        opts = GenerateOptions.build("generate", options, kwargs)
+        request = opts.to_request("generate", prompt, default_provider=self.provider, default_model=self.model)
         started = self._clock()
-        response, call = await self._invoke("Generate", request, timeout, deadline, request_id)
+        response, call = await self._invoke("Generate", request, opts.timeout, opts.deadline, opts.request_id)
         return GenerateResult.from_proto(
             response,
             attempts=call.attempt,
@@ -402,88 +365,46 @@ class GatewayClient:
         self,
         prompt: str | Sequence[MessageLike] | None = None,
         *,
-        messages: Sequence[MessageLike] | None = None,
-        system: str | None = None,
-        provider: str | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop_sequences: Sequence[str] = (),
-        metadata: Mapping[str, str] | None = None,
-        tools: Sequence[ToolLike] = (),
-        tool_choice: ToolChoiceLike = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        request_id: str | None = None,
+        options: GenerateOptions | None = None,
+        **kwargs: Any,
     ) -> EventStream:
         """Stream a completion: an async iterator of typed events.
 
-        ``StreamStart(provider, model, request_id)``, then ``TextDelta(index, text)`` and
+        ``StreamStart(provider, model, request_id)``, then ``TextDelta(index, text)``,
+        ``ThinkingDelta(index, thinking, signature)``, ``RedactedThinkingBlock(data, index)`` and
         ``ToolCall(id, name, input, index)`` events in order, then ``StreamEnd(finish_reason,
         stop_reason, usage, attempts, latency_ms, first_token_ms, ...)``. Takes the arguments of
-        :meth:`generate`. The call starts on the first iteration. It is retried as
-        :meth:`generate` is (same policy, budget, statistics and log lines), but only until the
-        first event has arrived: after that a failure raises its typed
-        :class:`~orchestrator_client.errors.GatewayError` at once. ``timeout``/``deadline`` bound
-        the whole stream. Closing the stream early (``aclose()``, ``async with``, cancelling the
-        task) cancels the gRPC call. Counted once in :attr:`stats`: a success when the end event
-        arrives, a failure when it fails, ``total_cancelled`` when closed before the end.
+        :meth:`generate` (the same :class:`~orchestrator_client.options.GenerateOptions`). The
+        call starts on the first iteration. It is retried as :meth:`generate` is (same policy,
+        budget, statistics and log lines), but only until the first event has arrived: after that
+        a failure raises its typed :class:`~orchestrator_client.errors.GatewayError` at once.
+        ``timeout``/``deadline`` bound the whole stream. Closing the stream early (``aclose()``,
+        ``async with``, cancelling the task) cancels the gRPC call. Counted once in
+        :attr:`stats`: a success when the end event arrives, a failure when it fails,
+        ``total_cancelled`` when closed before the end.
         """
-        request = self._request(
-            "stream", prompt, messages, system, provider, model, max_tokens, temperature, top_p,
-            stop_sequences, metadata, tools, tool_choice,
-        )
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be > 0")
-        rid = request_id or uuid.uuid4().hex
-        return EventStream(lambda events: self._stream_events(events, request, timeout, deadline), rid)
+        opts = GenerateOptions.build("stream", options, kwargs)
+        request = opts.to_request("stream", prompt, default_provider=self.provider, default_model=self.model)
+        rid = opts.request_id or uuid.uuid4().hex
+        return EventStream(lambda events: self._stream_events(events, request, opts.timeout, opts.deadline), rid)
 
-    def _request(
+    async def count_tokens(
         self,
-        method: str,
-        prompt: str | Sequence[MessageLike] | None,
-        messages: Sequence[MessageLike] | None,
-        system: str | None,
-        provider: str | None,
-        model: str | None,
-        max_tokens: int | None,
-        temperature: float | None,
-        top_p: float | None,
-        stop_sequences: Sequence[str],
-        metadata: Mapping[str, str] | None,
-        tools: Sequence[ToolLike],
-        tool_choice: ToolChoiceLike,
-    ) -> pb.GenerateRequest:
-        if (prompt is None) == (messages is None):
-            raise TypeError(f"{method}() takes a prompt string or messages, exactly one of them")
-        source = messages if messages is not None else prompt
-        if isinstance(source, str):
-            turns = [pb.Message(role=pb.ROLE_USER, content=source)]
-        else:
-            assert source is not None
-            turns = [_to_message(m) for m in source]
-        fields: dict[str, Any] = {
-            "messages": turns,
-            "system": system or "",
-            "provider": provider or self.provider or "",
-            "model": model or self.model or "",
-            "max_tokens": max_tokens or 0,
-        }
-        if temperature is not None:
-            fields["temperature"] = temperature
-        if top_p is not None:
-            fields["top_p"] = top_p
-        if stop_sequences:
-            fields["stop_sequences"] = list(stop_sequences)
-        if metadata:
-            fields["metadata"] = dict(metadata)
-        if tools:
-            fields["tools"] = [tool_to_proto(t) for t in tools]
-        choice = tool_choice_to_proto(tool_choice)
-        if choice is not None:
-            fields["tool_choice"] = choice
-        return pb.GenerateRequest(**fields)
+        prompt: str | Sequence[MessageLike] | None = None,
+        *,
+        options: GenerateOptions | None = None,
+        **kwargs: Any,
+    ) -> TokenCount:
+        """The input tokens of the conversation :meth:`generate` would send with the same arguments
+        (messages, system, tools, tool choice, thinking; the other options are ignored), counted by
+        the chosen provider's model without generating. The gateway falls back as for Generate;
+        retried like :meth:`generate`, but not counted in :attr:`stats`."""
+        opts = GenerateOptions.build("count_tokens", options, kwargs)
+        request = opts.to_count_request("count_tokens", prompt, default_provider=self.provider,
+                                        default_model=self.model)
+        response, call = await self._invoke("CountTokens", request, opts.timeout, opts.deadline, opts.request_id,
+                                            counted=False)
+        return TokenCount.from_proto(response, request_id=call.request_id)
 
     async def health(self, *, timeout: float | None = None, deadline: float | None = None) -> HealthReport:
         """The gateway's and each provider's health (cached probes; costs no tokens).
@@ -539,19 +460,10 @@ class GatewayClient:
         )
 
     async def _execute(self, call: _Call) -> Any:
-        """The attempts of one call: the first one, then the retries; raises the last GatewayError."""
-        try:
-            # Fast path: the first attempt runs outside tenacity, whose bookkeeping costs more
-            # than the rest of the client together. A retryable failure is handed to the
-            # tenacity loop as its attempt 1 (replayed, not re-sent): every retry decision,
-            # wait and log line still comes from that one loop.
-            return await self._attempt(call)
-        except GatewayError as first:
-            if not first.retryable or self.max_retries <= 1:
-                raise
-            call.replay = first
-            # A copy per retried call: tenacity keeps per-run state on the object.
-            return await self._retrying.copy()(self._attempt_or_replay, call)
+        """The attempts of one call, every one of them run by one tenacity loop (a fresh copy per
+        call: tenacity keeps per-run state on the object); raises the last GatewayError."""
+        attempt = self._open_stream_attempt if call.streaming else self._unary_attempt
+        return await self._retrying.copy()(attempt, call)
 
     def _failed(self, method: str, call: _Call, err: GatewayError, *, counted: bool = True) -> None:
         err.attempts = call.attempt
@@ -701,14 +613,8 @@ class GatewayClient:
                 err, retryable=retryable, attempts=call.attempt, request_id=call.request_id
             ) from err
 
-    async def _attempt_or_replay(self, call: _Call) -> Any:
-        replay = call.replay
-        if replay is not None:
-            call.replay = None
-            raise replay
-        return await self._attempt(call)
-
-    async def _attempt(self, call: _Call) -> Any:
+    def _remaining(self, call: _Call) -> float:
+        """The call's budget left before its next attempt; the attempt counter moves on."""
         remaining = call.budget_end - self._clock()
         if remaining <= 0:
             raise GatewayTimeoutError(
@@ -720,29 +626,42 @@ class GatewayClient:
             )
         call.attempt += 1
         call.delay_for = None
+        return remaining
+
+    def _rpc_error(self, call: _Call, err: grpc.aio.AioRpcError, *, attempt_limited: bool) -> GatewayError:
+        retryable = is_retryable(
+            err.code(),
+            retryable_codes=self.retryable_codes,
+            non_retryable_codes=self.non_retryable_codes,
+            attempt_limited=attempt_limited,
+        )
+        return error_from_rpc(err, retryable=retryable, attempts=call.attempt, request_id=call.request_id)
+
+    async def _unary_attempt(self, call: _Call) -> Any:
+        """One attempt of a unary call: its gRPC deadline is the budget left, or ``attempt_timeout``
+        when that is smaller (DEADLINE_EXCEEDED is then retryable)."""
+        remaining = self._remaining(call)
         attempt_timeout = call.attempt_timeout
         limited = attempt_timeout is not None and attempt_timeout < remaining
         try:
-            if call.streaming:
-                # The gRPC deadline is the budget left (it bounds the whole stream); the attempt
-                # timeout bounds the wait for the first event.
-                return await self._open_stream(call, remaining, attempt_timeout if limited else None)
             return await call.rpc(
                 call.request,
                 timeout=attempt_timeout if limited else remaining,
                 metadata=call.metadata,
             )
         except grpc.aio.AioRpcError as err:
-            code = err.code()
-            retryable = is_retryable(
-                code,
-                retryable_codes=self.retryable_codes,
-                non_retryable_codes=self.non_retryable_codes,
-                attempt_limited=limited and not call.streaming,
-            )
-            raise error_from_rpc(
-                err, retryable=retryable, attempts=call.attempt, request_id=call.request_id
-            ) from err
+            raise self._rpc_error(call, err, attempt_limited=limited) from err
+
+    async def _open_stream_attempt(self, call: _Call) -> Any:
+        """One attempt of a stream, up to its first event: the gRPC deadline is the budget left (it
+        bounds the whole stream); ``attempt_timeout`` bounds the wait for the first event."""
+        remaining = self._remaining(call)
+        attempt_timeout = call.attempt_timeout
+        limited = attempt_timeout is not None and attempt_timeout < remaining
+        try:
+            return await self._open_stream(call, remaining, attempt_timeout if limited else None)
+        except grpc.aio.AioRpcError as err:
+            raise self._rpc_error(call, err, attempt_limited=False) from err
 
     def _delay(self, call: _Call, err: GatewayError) -> float:
         if call.delay_for is None or call.delay_for[0] != call.attempt:
@@ -765,9 +684,15 @@ class GatewayClient:
         delay = self._delay(call, err)
         left = call.budget_end - self._clock()
         if delay >= left:
-            call.stop_note = (
-                f"the next wait ({delay:.1f}s) would pass the time budget ({max(left, 0):.2f}s left)"
-            )
+            if err.retry_after is not None:
+                call.stop_note = (
+                    f"the server's pushback ({delay:.1f}s) is past the time budget ({max(left, 0):.2f}s left):"
+                    " not retried"
+                )
+            else:
+                call.stop_note = (
+                    f"the next wait ({delay:.1f}s) would pass the time budget ({max(left, 0):.2f}s left)"
+                )
             return True
         return False
 

@@ -41,6 +41,7 @@ from orchestrator_client.retry_policy import is_rate_limit, parse_pushback_ms
 __all__ = [
     "AuthenticationError",
     "ConfigError",
+    "GatewayClientError",
     "GatewayError",
     "GatewayTimeoutError",
     "GatewayUnavailableError",
@@ -82,8 +83,9 @@ class ToolRoundsExceededError(RuntimeError):
         return (type(self), (self.max_rounds, self.messages, self.result))
 
 
-class GatewayError(Exception):
-    """A gateway call failed.
+class GatewayClientError(Exception):
+    """A gateway call failed (the client's error; ``GatewayError`` is the same class under its
+    earlier name).
 
     Attributes:
         code: the final gRPC status code.
@@ -161,6 +163,9 @@ class GatewayError(Exception):
             "request_id": self.request_id,
             "retry_after": self.retry_after,
         }
+
+
+GatewayError = GatewayClientError  # the earlier name, kept for compatibility
 
 
 class InvalidRequestError(GatewayError):

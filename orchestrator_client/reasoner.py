@@ -23,6 +23,14 @@ callback and sends their results back until the model answers::
     answer = await reasoner.reason_with_tools(
         "Please use the tool to compute 25 + 75", {"calculator": calculator},
         lambda name, args: str(eval_arithmetic(args["expression"])))
+
+Extended thinking: ``GatewayReasoner(..., thinking=2048)`` (a token budget, or "adaptive") turns it on
+for every call; :meth:`GatewayReasoner.reason_with_thinking` returns the answer with the model's
+reasoning beside it, and ``reason_with_tools`` sends the thinking blocks back with the tool results
+as the providers require::
+
+    reasoned = await reasoner.reason_with_thinking("Is 1001 prime?", thinking=2048)
+    print(reasoned.thinking, "->", reasoned.answer)
 """
 
 from __future__ import annotations
@@ -32,17 +40,19 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
 from orchestrator_client.client import GatewayClient, MessageLike
 from orchestrator_client.content import TextBlock, ToolChoiceLike, ToolResultBlock, ToolSpec
 from orchestrator_client.errors import ToolRoundsExceededError
+from orchestrator_client.options import ThinkingLike
 from orchestrator_client.results import ChatMessage, GenerateResult
 from orchestrator_client.settings import GatewaySettings, OrchestratorConfig, load_config
 from orchestrator_client.stats import ClientStats, StatsSnapshot
 
-__all__ = ["GatewayReasoner", "ToolRunner"]
+__all__ = ["GatewayReasoner", "Reasoned", "ToolRunner"]
 
 logger = logging.getLogger("orchestrator_client")
 
@@ -50,8 +60,19 @@ ToolRunner: TypeAlias = Callable[[str, dict[str, Any]], Awaitable[Any] | Any]
 """``run_tool(name, input)``: the tool's result as text (or an awaitable of it); raise on failure."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reasoned:
+    """An answer with the model's reasoning (``thinking``: "" when the model did not think)."""
+
+    answer: str
+    thinking: str
+    result: GenerateResult
+
+
 class GatewayReasoner:
-    """Answers the orchestrator's queries through the Model Gateway, with retries and statistics."""
+    """Answers the orchestrator's queries through the Model Gateway, with retries and statistics.
+
+    ``thinking`` (a token budget, "adaptive" or None) applies extended thinking to every call."""
 
     def __init__(
         self,
@@ -59,6 +80,7 @@ class GatewayReasoner:
         *,
         client: GatewayClient | None = None,
         system_prompt: str | None = None,
+        thinking: ThinkingLike = None,
         **client_options: Any,
     ) -> None:
         if isinstance(settings, OrchestratorConfig):
@@ -68,6 +90,7 @@ class GatewayReasoner:
             client = GatewayClient.from_settings(self.settings, **client_options)
         self.client = client
         self.system_prompt = system_prompt
+        self.thinking = thinking
 
     @classmethod
     def from_config(
@@ -93,15 +116,40 @@ class GatewayReasoner:
         timeout: float | None = None,
         deadline: float | None = None,
         metadata: Mapping[str, str] | None = None,
+        thinking: ThinkingLike = None,
     ) -> GenerateResult:
-        """The full typed result (provider, usage, attempts, request id) for ``query``."""
+        """The full typed result (provider, usage, attempts, request id) for ``query``; ``thinking``
+        overrides the reasoner's."""
         return await self.client.generate(
             query,
             system=self._system(context),
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
+            thinking=thinking if thinking is not None else self.thinking,
         )
+
+    async def reason_with_thinking(
+        self,
+        query: str,
+        context: Mapping[str, Any] | str | None = None,
+        *,
+        thinking: ThinkingLike = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Reasoned:
+        """The answer to ``query`` and the model's reasoning: ``thinking`` is a token budget (at least
+        1024, below ``max_tokens``) or "adaptive"; default: the reasoner's, else "adaptive"."""
+        result = await self.client.generate(
+            query,
+            system=self._system(context),
+            timeout=timeout,
+            deadline=deadline,
+            max_tokens=max_tokens,
+            thinking=thinking if thinking is not None else (self.thinking or "adaptive"),
+        )
+        return Reasoned(answer=result.content.strip(), thinking=result.thinking, result=result)
 
     async def reason(
         self,
@@ -163,6 +211,7 @@ class GatewayReasoner:
                 timeout=timeout,
                 deadline=deadline,
                 metadata=metadata,
+                thinking=self.thinking,
             )
             calls = result.tool_calls
             if result.finish_reason != "tool_use" or not calls:

@@ -4,6 +4,10 @@ and the typed events of a streamed completion (:data:`StreamEvent`).
 Enum values become short lower-case names: ``FINISH_REASON_END_TURN`` → ``"end_turn"``,
 ``HEALTH_STATUS_DEGRADED`` → ``"degraded"``, ``PROVIDER_STATUS_UNCONFIGURED`` → ``"unconfigured"``,
 ``ATTEMPT_OUTCOME_OK`` → ``"ok"``.
+
+The dataclasses cannot drift from the contract: tests/client/test_results_drift.py walks every
+field of every RPC response message in the proto descriptor and fails when setting one leaves the
+typed result unchanged (a new response field must be mapped here, or listed there with a reason).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from modelgateway.v1 import model_gateway_pb2 as pb
 from orchestrator_client.content import (
     AnswerBlock,
     BlockLike,
+    RedactedThinkingBlock,
     TextBlock,
+    ThinkingBlock,
     ToolCall,
     block_from_proto,
     block_to_dict,
@@ -29,6 +35,7 @@ from orchestrator_client.content import (
 __all__ = [
     "Attempt",
     "ChatMessage",
+    "ClientTextDelta",
     "GenerateResult",
     "HealthReport",
     "ProviderHealth",
@@ -39,6 +46,8 @@ __all__ = [
     "StreamEvent",
     "StreamStart",
     "TextDelta",
+    "ThinkingDelta",
+    "TokenCount",
     "ToolCall",
     "Usage",
     "event_from_proto",
@@ -80,13 +89,19 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Token counts; ``input_tokens`` excludes the prompt-cache reads and writes, ``total_tokens``
+    includes them."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.Usage) -> Usage:
-        return cls(msg.input_tokens, msg.output_tokens, msg.total_tokens)
+        return cls(msg.input_tokens, msg.output_tokens, msg.total_tokens, msg.cache_read_input_tokens,
+                   msg.cache_creation_input_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +163,11 @@ class GenerateResult:
         """The tool calls of the answer, in order (``finish_reason == "tool_use"`` when any)."""
         return tuple(b for b in self.blocks if isinstance(b, ToolCall))
 
+    @property
+    def thinking(self) -> str:
+        """The text of the answer's thinking blocks (thinking on), joined by blank lines; "" without."""
+        return "\n\n".join(b.thinking for b in self.blocks if isinstance(b, ThinkingBlock))
+
     @classmethod
     def from_proto(
         cls, msg: pb.GenerateResponse, *, attempts: int, request_id: str, elapsed_ms: float
@@ -174,10 +194,34 @@ def _answer_blocks(msg: pb.GenerateResponse) -> tuple[AnswerBlock, ...]:
         return (TextBlock(msg.content),) if msg.content else ()
     blocks: list[AnswerBlock] = []
     for index, raw in enumerate(msg.blocks):
+        if raw.HasField("cache_control"):  # request-only: an answer's blocks carry no breakpoint
+            plain = pb.ContentBlock()
+            plain.CopyFrom(raw)
+            plain.ClearField("cache_control")
+            raw = plain
         block = block_from_proto(raw, index)
-        if isinstance(block, TextBlock | ToolCall):
+        if isinstance(block, TextBlock | ToolCall | ThinkingBlock | RedactedThinkingBlock):
             blocks.append(block)
     return tuple(blocks)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """The input tokens of a conversation as the chosen model counts them (``provider_attempts``: the
+    gateway's fallback trail)."""
+
+    input_tokens: int
+    provider: str
+    model: str
+    request_id: str = ""
+    latency_ms: float = 0.0
+    provider_attempts: tuple[Attempt, ...] = ()
+
+    @classmethod
+    def from_proto(cls, msg: pb.CountTokensResponse, *, request_id: str) -> TokenCount:
+        return cls(input_tokens=msg.input_tokens, provider=msg.provider, model=msg.model,
+                   request_id=msg.request_id or request_id, latency_ms=msg.latency_ms,
+                   provider_attempts=tuple(Attempt.from_proto(a) for a in msg.attempts))
 
 
 # ---------------------------------------------------------------------------- stream events
@@ -195,13 +239,28 @@ class StreamStart:
 
 
 @dataclass(frozen=True, slots=True)
-class TextDelta:
-    """More text of the answer's text block ``index``."""
+class ClientTextDelta:
+    """More text of the answer's text block ``index`` (the client's stream event; ``TextDelta`` is
+    the same class under its earlier name)."""
 
     type: ClassVar[str] = "text"
 
     index: int
     text: str
+
+
+TextDelta = ClientTextDelta  # the earlier name, kept for compatibility
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    """More reasoning of the thinking block ``index`` (``thinking``), or its ``signature`` (once, last)."""
+
+    type: ClassVar[str] = "thinking"
+
+    index: int
+    thinking: str = ""
+    signature: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +306,9 @@ class StreamEnd:
         )
 
 
-StreamEvent: TypeAlias = StreamStart | TextDelta | ToolCall | StreamEnd
-"""One event of :meth:`GatewayClient.stream`: start, text delta, tool call (whole), end."""
+StreamEvent: TypeAlias = StreamStart | TextDelta | ThinkingDelta | RedactedThinkingBlock | ToolCall | StreamEnd
+"""One event of :meth:`GatewayClient.stream`: start, text delta, thinking delta, redacted thinking (whole),
+tool call (whole), end."""
 
 
 def event_from_proto(
@@ -265,6 +325,12 @@ def event_from_proto(
             return TextDelta(delta.index, delta.text)
         if which == "tool_use":
             return tool_call_from_proto(delta.tool_use, delta.index)
+        if which == "thinking":
+            return ThinkingDelta(delta.index, thinking=delta.thinking)
+        if which == "signature":
+            return ThinkingDelta(delta.index, signature=delta.signature)
+        if which == "redacted_thinking":
+            return RedactedThinkingBlock(delta.redacted_thinking.data, delta.index)
         return None
     if kind == "end":
         return StreamEnd.from_proto(

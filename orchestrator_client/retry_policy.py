@@ -7,9 +7,12 @@ The rules follow the seed guide's "Orchestrator Retry Configuration":
   1 s, 2 s, 4 s ... with the default ``retry_delay`` of 1.0 s.
 * After RESOURCE_EXHAUSTED (the gateway's rate limit, HTTP 429) that wait is doubled.
 * A server pushback (``google.rpc.RetryInfo.retry_delay`` or the ``grpc-retry-pushback-ms``
-  trailer) longer than the computed wait replaces it.
-* Jitter is off by default so the timings above hold; with ``jitter=j`` the computed wait
-  (before pushback) is scaled by a uniform factor in ``[1 - j, 1 + j]``.
+  trailer; the longer of the two when both come) replaces that schedule: the client waits exactly
+  what the server asked for, shorter or longer, as gRPC's retry design (A6) has it. A pushback
+  that ends past the call's time budget is not waited for: the call fails at once (the client
+  says so in its log line). A negative pushback means "do not retry".
+* Jitter is off by default so the timings above hold; with ``jitter=j`` the computed wait is
+  scaled by a uniform factor in ``[1 - j, 1 + j]`` (a server pushback is not jittered).
 
 Retried by default: UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, and DEADLINE_EXCEEDED
 only when the attempt ran under a per-attempt limit (``attempt_timeout``) with call budget left.
@@ -135,19 +138,21 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based) before the next one.
 
-    ``retry_delay × 2^(attempt-1)``, doubled after RESOURCE_EXHAUSTED, scaled by the jitter
-    factor when ``jitter`` > 0, then raised to ``pushback`` (seconds the server asked for) when
-    that is longer.
+    ``pushback`` (seconds the server asked for, >= 0) when the server sent one: it replaces the
+    client's own schedule. Otherwise ``retry_delay × 2^(attempt-1)``, doubled after
+    RESOURCE_EXHAUSTED, scaled by the jitter factor when ``jitter`` > 0. (A negative pushback,
+    "do not retry", is decided before any wait: see ``GatewayError.retry_forbidden``; here it
+    counts as none.)
     """
     if attempt < 1:
         raise ValueError(f"attempt is 1-based, got {attempt}")
+    if pushback is not None and pushback >= 0.0:
+        return pushback
     delay = retry_delay * (2.0 ** (attempt - 1))
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         delay *= 2.0
     if jitter > 0.0:
         delay *= 1.0 + jitter * (2.0 * random() - 1.0)
-    if pushback is not None and pushback > delay:
-        delay = pushback
     return max(delay, 0.0)
 
 

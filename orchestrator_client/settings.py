@@ -28,7 +28,9 @@ Every ``gateway`` key can be overridden by an environment variable named
 ``ORCHESTRATOR_GATEWAY_RETRYABLE_CODES``, ``ORCHESTRATOR_GATEWAY_NON_RETRYABLE_CODES`` (a JSON list
 or comma-separated names), ``ORCHESTRATOR_GATEWAY_KEEPALIVE_TIME``,
 ``ORCHESTRATOR_GATEWAY_KEEPALIVE_TIMEOUT``, ``ORCHESTRATOR_GATEWAY_LOAD_BALANCING``.
-The environment wins over the file; empty variables are ignored.
+Precedence, highest first: arguments given in code (``GatewaySettings(url=...)``), the
+environment, the file (read by pydantic-settings' ``YamlConfigSettingsSource``), the defaults.
+Empty variables are ignored.
 ``ORCHESTRATOR_CONFIG`` names the file when no path is given (else
 ``config/orchestrator.gateway.yaml`` when it exists, else defaults and environment only).
 
@@ -39,7 +41,10 @@ the key (``orchestrator.gateway.max_retries``) and, when it came from there, the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +52,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
+    YamlConfigSettingsSource,
 )
 
 from orchestrator_client.errors import ConfigError
@@ -60,6 +67,7 @@ __all__ = [
     "CONFIG_PATH_ENV",
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
+    "GatewayClientSettings",
     "GatewaySettings",
     "OrchestratorConfig",
     "load_config",
@@ -71,8 +79,9 @@ CONFIG_PATH_ENV = "ORCHESTRATOR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/orchestrator.gateway.yaml")
 
 
-class GatewaySettings(BaseSettings):
-    """The ``orchestrator.gateway`` section (see the module docstring for the variables)."""
+class GatewayClientSettings(BaseSettings):
+    """The ``orchestrator.gateway`` section (see the module docstring for the variables): the client's
+    settings (``GatewaySettings`` is the same class under its earlier name)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -108,8 +117,18 @@ class GatewaySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's values arrive as init arguments; the environment overrides them.
-        return (env_settings, init_settings)
+        # Highest first: arguments, environment, the file (or a mapping standing in for it).
+        level = _FILE_LEVEL.get()
+        if level is None:
+            return init_settings, env_settings
+        file_settings: PydanticBaseSettingsSource
+        if level.path is not None:
+            yaml_file = _OrchestratorFile(settings_cls, yaml_file=level.path)
+            level.orchestrator = yaml_file.orchestrator
+            file_settings = yaml_file
+        else:
+            file_settings = InitSettingsSource(settings_cls, init_kwargs=dict(level.values))
+        return init_settings, env_settings, file_settings
 
     @field_validator("url")
     @classmethod
@@ -153,6 +172,9 @@ class GatewaySettings(BaseSettings):
         return self.api_key.get_secret_value() if self.api_key is not None else None
 
 
+GatewaySettings = GatewayClientSettings  # the earlier name, kept for compatibility
+
+
 class OrchestratorConfig(BaseModel):
     """The ``orchestrator`` section; keys other than ``gateway`` are kept as they are."""
 
@@ -189,15 +211,74 @@ def _describe(errors: list[Any], prefix: str, env: Mapping[str, str], from_env: 
 
 
 def load_gateway_settings(values: Mapping[str, Any] | None = None, *, source: str = "") -> GatewaySettings:
-    """``GatewaySettings`` from a mapping (the file's section) overridden by the environment."""
+    """``GatewaySettings`` from a mapping (standing in for the file's section) overridden by the environment."""
+    with _file_level(_FileLevel(values=dict(values or {}))):
+        return _build(source)
+
+
+def _build(source: str) -> GatewaySettings:
     where = f" in {source}" if source else ""
     try:
-        return GatewaySettings(**dict(values or {}))
+        return GatewaySettings()
     except ValidationError as exc:
         detail = _describe(exc.errors(), "orchestrator.gateway", os.environ, from_env=True)
         raise ConfigError(f"invalid configuration{where}: {detail}") from None
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration{where}: {exc}") from None
+
+
+@dataclass
+class _FileLevel:
+    """The file level of the settings being built: the YAML file (``path``) or a mapping standing in
+    for its gateway section (``values``); ``orchestrator`` receives the file's other orchestrator keys."""
+
+    path: Path | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    orchestrator: dict[str, Any] = field(default_factory=dict)
+
+
+# A context variable because pydantic-settings builds its sources in a classmethod with no per-call
+# argument for them.
+_FILE_LEVEL: ContextVar[_FileLevel | None] = ContextVar("orchestrator_config_file", default=None)
+
+
+@contextmanager
+def _file_level(level: _FileLevel) -> Iterator[_FileLevel]:
+    token = _FILE_LEVEL.set(level)
+    try:
+        yield level
+    finally:
+        _FILE_LEVEL.reset(token)
+
+
+class _OrchestratorFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source for the ``orchestrator.gateway`` section of the file (a file
+    with a top-level ``gateway`` key and no ``orchestrator`` is accepted too); the section's other
+    keys are kept in :attr:`orchestrator`. Its failures are one-line ConfigErrors naming the file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], yaml_file: Path) -> None:
+        self.orchestrator: dict[str, Any] = {}
+        super().__init__(settings_cls, yaml_file=yaml_file)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            raw: Any = super()._read_file(file_path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {file_path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML in {file_path}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file_path}: expected a mapping with an 'orchestrator' key")
+        section = raw.get("orchestrator", raw if "gateway" in raw else {})
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{file_path}: 'orchestrator' must be a mapping")
+        gateway = section.get("gateway") or {}
+        if not isinstance(gateway, dict):
+            raise ConfigError(f"{file_path}: 'orchestrator.gateway' must be a mapping")
+        self.orchestrator = {k: v for k, v in section.items() if k != "gateway"}
+        return gateway
 
 
 def _resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
@@ -222,27 +303,13 @@ def load_config(path: str | os.PathLike[str] | None = None) -> OrchestratorConfi
     invalid value (the message names the key).
     """
     resolved = _resolve_path(path)
-    raw: Any = {}
-    if resolved is not None:
-        try:
-            raw = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration file {resolved}: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"invalid YAML in {resolved}: {exc}") from None
     source = str(resolved) if resolved is not None else ""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source or 'configuration'}: expected a mapping with an 'orchestrator' key")
-    section = raw.get("orchestrator", raw if "gateway" in raw else {})
-    if section is None:
-        section = {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{source}: 'orchestrator' must be a mapping")
-    gateway_values = section.get("gateway") or {}
-    if not isinstance(gateway_values, dict):
-        raise ConfigError(f"{source}: 'orchestrator.gateway' must be a mapping")
-    gateway = load_gateway_settings(gateway_values, source=source)
-    rest = {k: v for k, v in section.items() if k != "gateway"}
+    if resolved is None:
+        gateway, rest = _build(source), {}
+    else:
+        with _file_level(_FileLevel(path=resolved)) as level:
+            gateway = _build(source)
+        rest = level.orchestrator
     try:
         return OrchestratorConfig(**rest, gateway=gateway, source=resolved)
     except ValidationError as exc:

@@ -90,7 +90,7 @@ class EventStream:
             self._tool_calls.append(event)
         elif isinstance(event, StreamStart):
             self.start = event
-        else:
+        elif isinstance(event, StreamEnd):
             self.end = event
         return event
 

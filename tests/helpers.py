@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from modelgateway.v1 import model_gateway_pb2 as pb
 
@@ -31,27 +32,26 @@ class ErrorDetails:
 
 
 def error_details(err: grpc.aio.AioRpcError) -> ErrorDetails:
+    """The status, its AIP-193 details (read with grpcio-status's ``rpc_status.from_call``, which also
+    checks that the details' code and message match the call's), and the pushback/request-id trailers."""
     out = ErrorDetails(code=err.code(), message=err.details() or "")
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for any_ in status.details:
-                if any_.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    any_.Unpack(info)
-                    out.reason, out.domain, out.metadata = info.reason, info.domain, dict(info.metadata)
-                elif any_.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                    retry = error_details_pb2.RetryInfo()
-                    any_.Unpack(retry)
-                    out.retry_delay_ms = retry.retry_delay.ToMilliseconds()
-                elif any_.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    any_.Unpack(bad)
-                    out.field_violations = [v.field for v in bad.field_violations]
-        elif key == "grpc-retry-pushback-ms":
-            out.pushback_ms = value
-        elif key == "x-request-id":
-            out.request_id = value
+    status = rpc_status.from_call(err)
+    for any_ in status.details if status is not None else ():
+        if any_.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            any_.Unpack(info)
+            out.reason, out.domain, out.metadata = info.reason, info.domain, dict(info.metadata)
+        elif any_.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            any_.Unpack(retry)
+            out.retry_delay_ms = retry.retry_delay.ToMilliseconds()
+        elif any_.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            any_.Unpack(bad)
+            out.field_violations = [v.field for v in bad.field_violations]
+    trailers = dict(err.trailing_metadata() or ())
+    out.pushback_ms = trailers.get("grpc-retry-pushback-ms")
+    out.request_id = trailers.get("x-request-id")
     return out
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from gateway_server import policy
 from gateway_server.errors import ErrorKind, ProviderError
-from gateway_server.models import ModelResolver
+from gateway_server.model_aliases import ModelResolver
 
 
 @pytest.mark.parametrize("kind", [ErrorKind.SERVER, ErrorKind.OVERLOADED, ErrorKind.CONNECTION])

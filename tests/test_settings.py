@@ -109,3 +109,50 @@ def test_rate_limit_is_validated() -> None:
     with pytest.raises(ConfigError, match=r"rate_limit\.requests_per_minute"):
         settings_from_mapping({"default_provider": "a", "providers": {"a": {"type": "mock"}},
                                "rate_limit": {"requests_per_minute": 0}}, env_file=None)
+
+
+def test_precedence_is_flag_then_environment_then_file_then_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    path = tmp_path / "g.yaml"
+    path.write_text("default_provider: m\nport: 7001\nhost: 10.0.0.1\nlog_level: warning\n"
+                    "fallback:\n  retry_original: true\n  max_fallback_attempts: 3\nproviders:\n  m:\n    type: mock\n")
+    monkeypatch.setenv("GATEWAY_PORT", "7002")
+    monkeypatch.setenv("GATEWAY_HOST", "10.0.0.2")
+    monkeypatch.setenv("GATEWAY_FALLBACK__MAX_FALLBACK_ATTEMPTS", "4")
+    s = load_settings(path, port=7003)
+    assert s.port == 7003  # the flag beats the environment and the file
+    assert s.host == "10.0.0.2"  # the environment beats the file
+    assert s.log_level == "WARNING"  # the file beats the default
+    assert s.log_format == "text"  # the default
+    # nested keys merge: the environment changes one key of the file's section, the rest stays
+    assert (s.fallback.max_fallback_attempts, s.fallback.retry_original) == (4, True)
+    assert main(["--config", str(path), "--port", "7004", "--check-config"]) == 0
+
+
+@pytest.mark.parametrize("in_env", [True, False], ids=["env-set", "env-unset"])
+def test_the_anthropic_key_from_the_environment_wins_over_the_files(
+    in_env: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "g.yaml"
+    path.write_text("default_provider: a\nproviders:\n  a:\n    type: anthropic\n    default_model: m\n"
+                    "    api_key: sk-ant-from-file\n")
+    if in_env:
+        monkeypatch.setenv("GATEWAY_ANTHROPIC_API_KEY", "sk-ant-from-env")
+    else:
+        monkeypatch.delenv("GATEWAY_ANTHROPIC_API_KEY", raising=False)
+    s = load_settings(path)
+    anthropic = s.providers["a"]
+    assert isinstance(anthropic, AnthropicProviderConfig)
+    key = s.anthropic_key(anthropic)
+    assert key is not None
+    assert key.get_secret_value() == ("sk-ant-from-env" if in_env else "sk-ant-from-file")
+
+
+def test_a_mapping_stands_in_for_the_file_below_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PORT", "7010")
+    s = settings_from_mapping({"default_provider": "a", "port": 7011, "providers": {"a": {"type": "mock"}}},
+                              env_file=None)
+    assert s.port == 7010

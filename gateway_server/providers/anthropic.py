@@ -1,123 +1,34 @@
 """Anthropic Messages API through the official ``anthropic`` SDK (async client).
 
-Translation kept here: our request -> ``messages.create`` arguments, the SDK's Message -> our
-response, and every SDK failure -> a classified ``ProviderError``. The SDK's own retries are off
-(``max_retries=0``): the gateway owns the one retry loop.
+The transport is kept here: the SDK client and its calls, and every SDK failure -> a classified
+``ProviderError``; the translation (request dict, response parsing, stream events) is in
+anthropic_translation.py. The SDK's own retries are off (``max_retries=0``): the gateway owns the
+one retry loop.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import anthropic
 import httpx2
 from pydantic import SecretStr
 
 from gateway_server.errors import ErrorKind, ProviderError, caller_message
-from gateway_server.providers.base import (
-    ChatMessage,
-    ImagePart,
-    Part,
-    Provider,
-    ProviderRequest,
-    ProviderResponse,
-    StreamDone,
-    StreamEvent,
-    TextDelta,
-    TextPart,
-    ToolInputBuffer,
-    ToolUseDelta,
-    ToolUsePart,
-    tool_use_part,
+from gateway_server.providers import capabilities
+from gateway_server.providers.anthropic_translation import (
+    FINISH_REASONS,
+    StreamTranslator,
+    build_count_params,
+    build_params,
+    parse_message,
 )
+from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse, StreamEvent
 from gateway_server.settings import AnthropicProviderConfig
-from modelgateway.v1 import model_gateway_pb2 as pb
 
-FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
-    "end_turn": pb.FINISH_REASON_END_TURN,
-    "max_tokens": pb.FINISH_REASON_MAX_TOKENS,
-    "stop_sequence": pb.FINISH_REASON_STOP_SEQUENCE,
-    "tool_use": pb.FINISH_REASON_TOOL_USE,
-    "refusal": pb.FINISH_REASON_CONTENT_FILTERED,
-    "pause_turn": pb.FINISH_REASON_END_TURN,
-}
-
-
-def _part(part: Part) -> dict[str, Any]:
-    if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text}
-    if isinstance(part, ImagePart):
-        return {"type": "image", "source": {"type": "base64", "media_type": part.media_type,
-                                            "data": base64.b64encode(part.data).decode("ascii")}}
-    if isinstance(part, ToolUsePart):
-        return {"type": "tool_use", "id": part.id, "name": part.name, "input": part.input}
-    return {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": part.content,
-            "is_error": part.is_error}
-
-
-def _message(message: ChatMessage) -> dict[str, Any]:
-    if not message.parts:
-        return {"role": message.role, "content": message.content}
-    return {"role": message.role, "content": [_part(p) for p in message.all_parts()]}
-
-
-def build_params(request: ProviderRequest, model: str) -> dict[str, Any]:
-    """Our request -> keyword arguments of ``client.messages.create``."""
-    params: dict[str, Any] = {
-        "model": model,
-        "max_tokens": request.max_tokens,
-        "messages": [_message(m) for m in request.messages],
-    }
-    if request.system:
-        params["system"] = request.system
-    if request.tools:
-        params["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
-                           for t in request.tools]
-    if request.tool_choice is not None:
-        choice: dict[str, Any] = {"type": request.tool_choice}
-        if request.tool_choice == "tool":
-            choice["name"] = request.tool_choice_name
-        params["tool_choice"] = choice
-    # This SDK version no longer types the sampling parameters; the API takes them in the body.
-    sampling: dict[str, float] = {}
-    if request.temperature is not None:
-        sampling["temperature"] = request.temperature
-    if request.top_p is not None:
-        sampling["top_p"] = request.top_p
-    if sampling:
-        params["extra_body"] = sampling
-    if request.stop_sequences:
-        params["stop_sequences"] = list(request.stop_sequences)
-    return params
-
-
-def parse_message(message: Any, model: str) -> ProviderResponse:
-    """The SDK's Message -> our response; a body without content is a malformed response."""
-    blocks = getattr(message, "content", None)
-    if not isinstance(blocks, list):
-        raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "response has no content")
-    parts: list[TextPart | ToolUsePart] = []
-    for block in blocks:
-        kind = getattr(block, "type", "")
-        if kind == "text":
-            parts.append(TextPart(block.text))
-        elif kind == "tool_use":
-            parts.append(tool_use_part(block.id, block.name, block.input if block.input is not None else {}))
-    text = "".join(p.text for p in parts if isinstance(p, TextPart))
-    usage = getattr(message, "usage", None)
-    stop_reason = getattr(message, "stop_reason", None) or ""
-    return ProviderResponse(
-        parts=tuple(parts),
-        content=text,
-        model=getattr(message, "model", None) or model,
-        input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
-        finish_reason=FINISH_REASONS.get(stop_reason, pb.FINISH_REASON_UNSPECIFIED),
-        stop_reason=stop_reason,
-    )
+__all__ = ["FINISH_REASONS", "AnthropicProvider", "StreamTranslator", "build_count_params", "build_params", "classify",
+           "parse_message"]
 
 
 def _retry_after(headers: httpx2.Headers | None) -> float | None:
@@ -270,54 +181,28 @@ class AnthropicProvider(Provider):
         finally:
             await upstream.close()  # closes the HTTP response: no orphaned upstream reads
 
+    async def count_tokens(self, request: ProviderRequest, model: str, timeout: float) -> int:
+        client = self._require_client()
+        try:
+            counted = await client.messages.count_tokens(**build_count_params(request, model), timeout=timeout)
+            value = counted.input_tokens
+        except Exception as exc:
+            raise classify(exc) from exc
+        if not isinstance(value, int) or value < 0:
+            raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "token count has no input_tokens")
+        return value
+
+    def unsupported(self, request: ProviderRequest, model: str = "") -> tuple[str, str] | None:
+        if request.output is not None and model and not capabilities.has_structured_output(model):
+            return "output_format", f"model '{model}' has no native structured output"
+        if request.thinking is not None and request.thinking.mode != "disabled" and model \
+                and not capabilities.has_thinking(model):
+            return "thinking", f"model '{model}' has no extended thinking"
+        return None
+
     async def probe(self, timeout: float) -> None:
         client = self._require_client()
         try:
             await client.models.list(limit=1, timeout=timeout)
         except Exception as exc:
             raise classify(exc) from exc
-
-
-class StreamTranslator:
-    """Anthropic's raw stream events -> ours (text deltas, whole tool calls, one StreamDone)."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.stop_reason = ""
-        self.done = False
-        self._tools: dict[int, ToolInputBuffer] = {}
-
-    def feed(self, event: Any) -> list[StreamEvent]:
-        kind = getattr(event, "type", "")
-        if kind == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta":
-                return [TextDelta(event.index, delta.text)]
-            if delta.type == "input_json_delta" and event.index in self._tools:
-                self._tools[event.index].chunks.append(delta.partial_json)
-            return []
-        if kind == "content_block_start":
-            block = event.content_block
-            if block.type == "tool_use":
-                self._tools[event.index] = ToolInputBuffer(block.id, block.name)
-            return []
-        if kind == "content_block_stop":
-            buffer = self._tools.pop(event.index, None)
-            return [ToolUseDelta(event.index, buffer.finish())] if buffer is not None else []
-        if kind == "message_start":
-            message = event.message
-            self.model = message.model or self.model
-            self.input_tokens = int(getattr(message.usage, "input_tokens", 0) or 0)
-            return []
-        if kind == "message_delta":
-            self.stop_reason = event.delta.stop_reason or self.stop_reason
-            self.output_tokens = int(getattr(event.usage, "output_tokens", 0) or 0)
-            return []
-        if kind == "message_stop":
-            self.done = True
-            return [StreamDone(model=self.model, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                               finish_reason=FINISH_REASONS.get(self.stop_reason, pb.FINISH_REASON_UNSPECIFIED),
-                               stop_reason=self.stop_reason)]
-        return []

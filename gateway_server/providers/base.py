@@ -21,14 +21,31 @@ from modelgateway.v1 import model_gateway_pb2 as pb
 
 
 @dataclass(frozen=True, slots=True)
+class CacheControl:
+    """A prompt-cache breakpoint after the block (or tool) that carries it."""
+
+    ttl: str = ""  # "5m", "1h"; empty: the provider's default
+
+
+@dataclass(frozen=True, slots=True)
 class TextPart:
     text: str
+    cache: CacheControl | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
     media_type: str
     data: bytes
+    cache: CacheControl | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentPart:
+    media_type: str  # "application/pdf" or "text/plain"
+    data: bytes
+    title: str = ""
+    cache: CacheControl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +53,20 @@ class ToolUsePart:
     id: str
     name: str
     input: dict[str, Any]
+    cache: CacheControl | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingPart:
+    """The model's reasoning; sent back unchanged (text and signature) in the next turn."""
+
+    thinking: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedThinkingPart:
+    data: bytes
 
 
 def tool_use_part(id: str, name: str, value: Any) -> ToolUsePart:
@@ -49,14 +80,25 @@ def tool_use_part(id: str, name: str, value: Any) -> ToolUsePart:
     return ToolUsePart(str(id), str(name), value)
 
 
+ResultBlock = TextPart | ImagePart | DocumentPart
+
+
 @dataclass(frozen=True, slots=True)
 class ToolResultPart:
     tool_use_id: str
     content: str
     is_error: bool = False
+    # Blocks beyond the plain text (which, when not empty, comes first).
+    blocks: tuple[ResultBlock, ...] = ()
+    cache: CacheControl | None = None
+
+    def all_blocks(self) -> tuple[ResultBlock, ...]:
+        return ((TextPart(self.content),) if self.content else ()) + self.blocks
 
 
-Part = TextPart | ImagePart | ToolUsePart | ToolResultPart
+Part = TextPart | ImagePart | DocumentPart | ToolUsePart | ToolResultPart | ThinkingPart | RedactedThinkingPart
+# What a provider answers with.
+AnswerPart = TextPart | ToolUsePart | ThinkingPart | RedactedThinkingPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +117,25 @@ class ToolSpec:
     name: str
     description: str
     input_schema: dict[str, Any]
+    cache: CacheControl | None = None
 
 
 ToolChoiceMode = Literal["auto", "any", "none", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingSpec:
+    mode: Literal["enabled", "adaptive", "disabled"]
+    budget_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """Structured output: the answer is JSON matching ``schema``."""
+
+    schema: dict[str, Any]
+    name: str = "response"
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +151,13 @@ class ProviderRequest:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoiceMode | None = None
     tool_choice_name: str = ""
+    system_blocks: tuple[TextPart, ...] = ()
+    thinking: ThinkingSpec | None = None
+    output: OutputSpec | None = None
+
+    def system_parts(self) -> tuple[TextPart, ...]:
+        """The system prompt as blocks: the plain ``system`` text first, then ``system_blocks``."""
+        return ((TextPart(self.system),) if self.system else ()) + self.system_blocks
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
@@ -110,8 +175,10 @@ class ProviderResponse:
     output_tokens: int
     finish_reason: pb.FinishReason.ValueType
     stop_reason: str
-    # Text and tool calls, in order; `content` is their text.
-    parts: tuple[TextPart | ToolUsePart, ...] = ()
+    # Text, tool calls and thinking, in order; `content` is their text.
+    parts: tuple[AnswerPart, ...] = ()
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 # ---- streaming: a provider's stream yields these, in order ----
@@ -131,15 +198,45 @@ class ToolUseDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    index: int
+    thinking: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureDelta:
+    """The signature of the thinking block at ``index``, after its last ThinkingDelta."""
+
+    index: int
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedThinkingDelta:
+    index: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class StreamDone:
     model: str
     input_tokens: int
     output_tokens: int
     finish_reason: pb.FinishReason.ValueType
     stop_reason: str
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
-StreamEvent = TextDelta | ToolUseDelta | StreamDone
+StreamEvent = TextDelta | ToolUseDelta | ThinkingDelta | SignatureDelta | RedactedThinkingDelta | StreamDone
+
+
+def finish_reason(stop_reason: str, known: dict[str, pb.FinishReason.ValueType]) -> pb.FinishReason.ValueType:
+    """A provider's stop reason -> ours: a known value, UNSPECIFIED when none was sent, else the
+    documented catch-all OTHER (never END_TURN: an unknown stop is not a finished turn)."""
+    if not stop_reason:
+        return pb.FINISH_REASON_UNSPECIFIED
+    return known.get(stop_reason, pb.FINISH_REASON_OTHER)
 
 
 @dataclass(slots=True)
@@ -203,6 +300,11 @@ class Provider(abc.ABC):
     async def probe(self, timeout: float) -> None:
         """A health check that spends no tokens; raises ProviderError when the provider is unwell."""
 
-    def unsupported(self, request: ProviderRequest) -> tuple[str, str] | None:
-        """(field, why) when this provider cannot take the request as it is; None when it can."""
+    @abc.abstractmethod
+    async def count_tokens(self, request: ProviderRequest, model: str, timeout: float) -> int:
+        """The input tokens of the request's messages, system and tools for ``model``; one call, no retries."""
+
+    def unsupported(self, request: ProviderRequest, model: str = "") -> tuple[str, str] | None:
+        """(field, why) when this provider (with ``model``, when given) cannot take the request as it
+        is; None when it can."""
         return None

@@ -1,61 +1,47 @@
-"""AWS Bedrock through ``boto3`` bedrock-runtime, Converse API.
+"""AWS Bedrock Runtime's Converse API through ``aiobotocore`` (botocore on asyncio and aiohttp).
 
-boto3 blocks, so every call runs in this provider's own bounded thread pool (``executor_workers``
-threads, the same number of pooled connections), never on the event loop; botocore's connect/read
-timeouts bound each thread, and the gateway's asyncio timeout bounds the caller. botocore's own
-retries are off (``total_max_attempts=1``): the gateway owns the one retry loop.
+No threads and no pool to wait for: every call is a coroutine on the event loop with a connection
+of its own (idle ones are reused), so unary calls, streams and health probes never queue behind
+each other, and no time spent waiting for a worker can count as a provider timeout. The gateway's
+asyncio deadline bounds each call; cancelling it (deadline, caller gone, fallback) closes the HTTP
+connection at once, also in the middle of a stream. botocore's own retries are off
+(``total_max_attempts=1``): the gateway owns the one retry loop.
 
-Translation kept here: our request -> ``converse`` arguments, the Converse body -> our response,
-and every botocore failure -> a classified ``ProviderError``.
+This module is the transport: SDK clients, timeouts, threads, and every botocore failure -> a
+classified ``ProviderError``. The Converse translation (request, response, stream events, stop
+reasons) is in bedrock_translation.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
-import socket
-import threading
 from collections.abc import AsyncGenerator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
-import botocore.config
+import aiobotocore.config
+import aiobotocore.session
+import aiohttp
 import botocore.eventstream
 import botocore.exceptions
-import urllib3.exceptions
 
 from gateway_server.errors import ErrorKind, ProviderError, caller_message
-from gateway_server.providers.base import (
-    ImagePart,
-    Part,
-    Provider,
-    ProviderRequest,
-    ProviderResponse,
-    StreamDone,
-    StreamEvent,
-    TextDelta,
-    TextPart,
-    ToolInputBuffer,
-    ToolResultPart,
-    ToolUseDelta,
-    ToolUsePart,
-    tool_use_part,
+from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse, StreamEvent
+from gateway_server.providers.bedrock_translation import (
+    ConverseStreamTranslator,
+    build_count_params,
+    build_params,
+    parse_count,
+    parse_response,
+    unsupported,
 )
 from gateway_server.settings import BedrockProviderConfig
-from modelgateway.v1 import model_gateway_pb2 as pb
+
+# The translation's names stay importable from here (tests/test_translation.py).
+__all__ = ["BedrockProvider", "ConverseStreamTranslator", "build_params", "classify", "parse_response"]
 
 log = logging.getLogger("gateway_server.providers.bedrock")
-
-FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
-    "end_turn": pb.FINISH_REASON_END_TURN,
-    "max_tokens": pb.FINISH_REASON_MAX_TOKENS,
-    "stop_sequence": pb.FINISH_REASON_STOP_SEQUENCE,
-    "tool_use": pb.FINISH_REASON_TOOL_USE,
-    "guardrail_intervened": pb.FINISH_REASON_CONTENT_FILTERED,
-    "content_filtered": pb.FINISH_REASON_CONTENT_FILTERED,
-}
 
 _RATE_LIMITED = {"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"}
 _AUTH = {"AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException",
@@ -64,72 +50,6 @@ _OVERLOADED = {"ServiceUnavailableException", "ModelNotReadyException"}
 _TIMEOUT = {"ModelTimeoutException"}
 _NOT_FOUND = {"ResourceNotFoundException"}
 _INVALID = {"ValidationException"}
-
-
-def _part(part: Part) -> dict[str, Any]:
-    if isinstance(part, TextPart):
-        return {"text": part.text}
-    if isinstance(part, ImagePart):
-        return {"image": {"format": part.media_type.removeprefix("image/"), "source": {"bytes": part.data}}}
-    if isinstance(part, ToolUsePart):
-        return {"toolUse": {"toolUseId": part.id, "name": part.name, "input": part.input}}
-    return {"toolResult": {"toolUseId": part.tool_use_id, "content": [{"text": part.content}],
-                           "status": "error" if part.is_error else "success"}}
-
-
-def build_params(request: ProviderRequest, model: str) -> dict[str, Any]:
-    """Our request -> keyword arguments of ``client.converse`` / ``converse_stream``."""
-    params: dict[str, Any] = {
-        "modelId": model,
-        "messages": [{"role": m.role, "content": [_part(p) for p in m.all_parts()]} for m in request.messages],
-    }
-    if request.system:
-        params["system"] = [{"text": request.system}]
-    if request.tools:
-        tool_config: dict[str, Any] = {"tools": [
-            {"toolSpec": {"name": t.name, "description": t.description or t.name,
-                          "inputSchema": {"json": t.input_schema}}} for t in request.tools]}
-        if request.tool_choice == "tool":
-            tool_config["toolChoice"] = {"tool": {"name": request.tool_choice_name}}
-        elif request.tool_choice in ("auto", "any"):
-            tool_config["toolChoice"] = {request.tool_choice: {}}
-        params["toolConfig"] = tool_config
-    inference: dict[str, Any] = {"maxTokens": request.max_tokens}
-    if request.temperature is not None:
-        inference["temperature"] = request.temperature
-    if request.top_p is not None:
-        inference["topP"] = request.top_p
-    if request.stop_sequences:
-        inference["stopSequences"] = list(request.stop_sequences)
-    params["inferenceConfig"] = inference
-    return params
-
-
-def parse_response(body: Any, model: str) -> ProviderResponse:
-    """The Converse response -> ours; a body without ``output.message.content`` is malformed."""
-    try:
-        blocks = body["output"]["message"]["content"]
-        parts: list[TextPart | ToolUsePart] = []
-        for block in blocks:
-            if "text" in block:
-                parts.append(TextPart(block["text"]))
-            elif "toolUse" in block:
-                use = block["toolUse"]
-                parts.append(tool_use_part(use["toolUseId"], use["name"], use.get("input") or {}))
-    except (KeyError, TypeError) as exc:
-        raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "response has no output message") from exc
-    text = "".join(p.text for p in parts if isinstance(p, TextPart))
-    usage = body.get("usage") or {}
-    stop_reason = str(body.get("stopReason") or "")
-    return ProviderResponse(
-        parts=tuple(parts),
-        content=text,
-        model=model,
-        input_tokens=int(usage.get("inputTokens", 0)),
-        output_tokens=int(usage.get("outputTokens", 0)),
-        finish_reason=FINISH_REASONS.get(stop_reason, pb.FINISH_REASON_UNSPECIFIED),
-        stop_reason=stop_reason,
-    )
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -184,24 +104,13 @@ def classify(exc: BaseException) -> ProviderError:
     if isinstance(exc, botocore.exceptions.IncompleteReadError | botocore.exceptions.ResponseStreamingError
                   | botocore.eventstream.ParserError):
         return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"truncated response ({type(exc).__name__})")
+    if isinstance(exc, TimeoutError):  # aiohttp's read timeout between a stream's events
+        return ProviderError(ErrorKind.TIMEOUT, "request timed out")
     if isinstance(exc, botocore.exceptions.BotoCoreError | ValueError | KeyError | TypeError):
         return ProviderError(ErrorKind.MALFORMED_RESPONSE, f"unreadable response ({type(exc).__name__})")
-    if isinstance(exc, OSError | urllib3.exceptions.HTTPError):
+    if isinstance(exc, OSError | aiohttp.ClientError):  # e.g. a stream cut short: ClientPayloadError
         return ProviderError(ErrorKind.CONNECTION, f"connection failed ({type(exc).__name__})")
     return ProviderError(ErrorKind.SERVER, f"unexpected provider failure ({type(exc).__name__})")
-
-
-# botocore's read_timeout is per client: one client per tier, and each call uses the smallest tier
-# that covers its budget, so a thread blocked on a hung Bedrock is freed soon after the caller gave
-# up (not a whole provider timeout later).
-READ_TIMEOUT_TIERS = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
-# Events a stream's reader thread may hold ahead of a slow caller before it stops reading (and TCP
-# flow control slows Bedrock down): memory per stream stays flat.
-STREAM_BUFFER = 64
-
-
-def read_timeout_tiers(provider_timeout: float) -> tuple[float, ...]:
-    return (*(t for t in READ_TIMEOUT_TIERS if t < provider_timeout), provider_timeout)
 
 
 class BedrockProvider(Provider):
@@ -210,16 +119,22 @@ class BedrockProvider(Provider):
     def __init__(self, name: str, cfg: BedrockProviderConfig, region: str | None) -> None:
         super().__init__(name, cfg, region=region or "")
         self._cfg = cfg
-        self._session: boto3.session.Session | None = None
+        if cfg.executor_workers is not None:
+            log.warning("Provider '%s': executor_workers is obsolete and ignored (Bedrock calls use no threads "
+                        "since the switch to aiobotocore); remove it from the config", name)
+        self._session: aiobotocore.session.AioSession | None = None
         if region:
             try:
-                self._session = boto3.session.Session(region_name=region)
-            except botocore.exceptions.BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
+                self._session = aiobotocore.session.get_session()
+                self._session.set_config_variable("region", region)
+            except botocore.exceptions.BotoCoreError as exc:
                 log.warning("Provider '%s' is unconfigured: %s", name, exc)
+                self._session = None
         self._has_credentials = False
-        self._clients: tuple[tuple[float, Any], ...] = ()
-        self._executor: ThreadPoolExecutor | None = None
-        self._open_streams: set[_StreamState] = set()
+        self._clients = contextlib.AsyncExitStack()
+        # One client (so one aiohttp connection pool) for unary calls and probes, one for streams.
+        self._calls: Any = None
+        self._streams: Any = None
 
     @property
     def configured(self) -> bool:
@@ -228,54 +143,45 @@ class BedrockProvider(Provider):
     async def start(self) -> None:
         if not self.enabled or self._session is None:
             return
-        session = self._session
-        self._executor = ThreadPoolExecutor(self._cfg.executor_workers, thread_name_prefix=f"bedrock-{self.name}")
-        # The standard AWS chain (env, profile, SSO, container/instance roles) may do I/O: off the loop.
+        # The standard AWS chain (env, profile, SSO, container/instance roles), asynchronously.
         try:
-            credentials = await asyncio.get_running_loop().run_in_executor(self._executor, session.get_credentials)
-        except botocore.exceptions.BotoCoreError as exc:
+            credentials = await self._session.get_credentials()
+        except botocore.exceptions.BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
             log.warning("Provider '%s' is unconfigured: %s", self.name, exc)
             credentials = None
         self._has_credentials = credentials is not None
         if not self._has_credentials:
             return
-        self._clients = tuple(
-            (tier, session.client("bedrock-runtime", endpoint_url=self._cfg.endpoint_url,
-                                  config=botocore.config.Config(
-                                      retries={"total_max_attempts": 1, "mode": "standard"},
-                                      connect_timeout=min(self._cfg.connect_timeout, tier),
-                                      read_timeout=tier,
-                                      max_pool_connections=self._cfg.executor_workers,
-                                      tcp_keepalive=True)))
-            for tier in read_timeout_tiers(self.timeout))
+        # read_timeout is aiohttp's limit per socket read, a backstop: the caller's deadline is the
+        # asyncio timeout around each call. For streams it is the longest pause between two events.
+        self._calls = await self._clients.enter_async_context(self._client(self.timeout))
+        self._streams = await self._clients.enter_async_context(self._client(self.first_token_timeout))
+
+    def _client(self, read_timeout: float) -> Any:
+        assert self._session is not None
+        config = aiobotocore.config.AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=min(self._cfg.connect_timeout, read_timeout),
+            read_timeout=read_timeout,
+            max_pool_connections=0,  # aiohttp: no limit, so no call ever waits for a connection
+        )
+        return self._session.create_client("bedrock-runtime", endpoint_url=self._cfg.endpoint_url, config=config)
 
     async def close(self) -> None:
-        for state in list(self._open_streams):
-            state.stop()  # shuts the sockets down: the reader threads end now
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-        for _, client in self._clients:
-            client.close()
-        self._clients = ()
+        self._calls = self._streams = None
+        await self._clients.aclose()
 
-    def _client_for(self, budget: float) -> Any:
-        if not self._clients or self._executor is None:
+    def _client_for(self, client: Any) -> Any:
+        if client is None:
             raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
-        for tier, client in self._clients:
-            if tier >= budget:
-                return client
-        return self._clients[-1][1]
+        return client
 
     async def _run(self, method: str, kwargs: dict[str, Any], timeout: float) -> Any:
-        fn = getattr(self._client_for(timeout), method)
-        assert self._executor is not None
-        call = asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, **kwargs))
+        fn = getattr(self._client_for(self._calls), method)
         try:
-            async with asyncio.timeout(timeout):
-                return await call
+            async with asyncio.timeout(timeout):  # cancels the call: aiohttp closes its connection
+                return await fn(**kwargs)
         except TimeoutError:
-            call.cancel()  # still queued: never sent
             raise ProviderError(ErrorKind.TIMEOUT, f"no answer within {timeout:.3f}s") from None
         except Exception as exc:
             raise classify(exc) from exc
@@ -287,162 +193,57 @@ class BedrockProvider(Provider):
         except Exception as exc:
             raise classify(exc) from exc
 
-    def unsupported(self, request: ProviderRequest) -> tuple[str, str] | None:
-        if request.tool_choice == "none" and request.tools:
-            return "tool_choice.mode", "Bedrock cannot forbid tool use while tools are given; omit the tools"
-        if not request.tools and any(isinstance(p, ToolUsePart | ToolResultPart)
-                                     for m in request.messages for p in m.parts):
-            return "tools", "Bedrock needs the tool definitions when the conversation contains tool calls"
-        return None
+    def unsupported(self, request: ProviderRequest, model: str = "") -> tuple[str, str] | None:
+        return unsupported(request, model)
+
+    async def count_tokens(self, request: ProviderRequest, model: str, timeout: float) -> int:
+        body = await self._run("count_tokens", build_count_params(request, model), timeout)
+        try:
+            return parse_count(body)
+        except Exception as exc:
+            raise classify(exc) from exc
 
     async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
-        """converse_stream runs in one executor thread that hands events to the loop through a
-        bounded buffer; closing this iterator stops the thread and shuts the HTTP connection down.
+        """converse_stream on the streams' client, events translated as they arrive; closing this
+        iterator (or cancelling the task reading it) closes the HTTP connection.
 
-        The client is the read-timeout tier covering ``timeout`` (the first-token budget), so a
-        pause between later events longer than that tier also ends the stream."""
-        method = self._client_for(timeout).converse_stream
-        assert self._executor is not None
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        state = _StreamState()
+        ``timeout`` (the first-token budget) is the router's to enforce; the streams' client's
+        read timeout (``first_token_timeout``) also ends a stream that pauses longer between events."""
+        client = self._client_for(self._streams)
         params = build_params(request, model)
-
-        def put(kind: str, item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
-
-        def worker() -> None:
-            try:
-                if state.stopped.is_set():
-                    return
-                state.upstream = method(**params)["stream"]
-                for event in state.upstream:
-                    while not state.room.acquire(timeout=0.5):
-                        if state.stopped.is_set():
-                            return
-                    if state.stopped.is_set():
-                        return
-                    put("event", event)
-                put("end", None)
-            except BaseException as exc:  # handed to the loop, classified there
-                if not state.stopped.is_set():
-                    put("error", exc)
-            finally:
-                state.close_upstream()
-
-        self._open_streams.add(state)
-        future = loop.run_in_executor(self._executor, worker)
+        upstream: Any = None
         translator = ConverseStreamTranslator(model)
         try:
+            try:
+                upstream = (await client.converse_stream(**params))["stream"]
+            except Exception as exc:
+                raise classify(exc) from exc
+            events = aiter(upstream)
             while True:
-                kind, item = await queue.get()
-                if kind == "error":
-                    raise classify(item) from item
                 try:
-                    if kind == "end":
-                        done = translator.finish()
-                        if done is not None:
-                            yield done
-                        return
-                    state.room.release()
-                    events = translator.feed(item)
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    break
                 except Exception as exc:
                     raise classify(exc) from exc
-                for out in events:
-                    yield out
+                try:
+                    out = translator.feed(event)
+                except Exception as exc:
+                    raise classify(exc) from exc
+                for item in out:
+                    yield item
+            try:
+                done = translator.finish()
+            except Exception as exc:
+                raise classify(exc) from exc
+            if done is not None:
+                yield done
         finally:
-            future.cancel()  # still queued: never sent
-            state.stop()
-            self._open_streams.discard(state)
+            if upstream is not None:
+                upstream.close()  # releases nothing to the pool: the connection is closed
 
     async def probe(self, timeout: float) -> None:
-        # CountTokens spends no tokens.
+        # CountTokens spends no tokens; it shares the unary calls' client, whose pool never makes it wait.
         params = {"modelId": self.default_model,
                   "input": {"converse": {"messages": [{"role": "user", "content": [{"text": "ping"}]}]}}}
         await self._run("count_tokens", params, timeout)
-
-
-class _StreamState:
-    """What a stream's reader thread and its consumer share."""
-
-    def __init__(self) -> None:
-        self.stopped = threading.Event()
-        self.room = threading.Semaphore(STREAM_BUFFER)
-        self.upstream: Any = None
-        self._lock = threading.Lock()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.close_upstream()
-
-    def close_upstream(self) -> None:
-        with self._lock:
-            upstream, self.upstream = self.upstream, None
-        if upstream is None:
-            return
-        try:
-            raw = getattr(upstream, "_raw_stream", None)
-            connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
-            sock = getattr(connection, "sock", None)
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in the reader thread
-        except OSError:
-            pass
-        try:
-            upstream.close()
-        except Exception:  # best effort: the socket is shut down already
-            log.debug("closing a Bedrock event stream failed", exc_info=True)
-
-
-class ConverseStreamTranslator:
-    """converse_stream events -> ours (text deltas, whole tool calls, one StreamDone)."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.stop_reason = ""
-        self.stopped = False
-        self.done = False
-        self._tools: dict[int, ToolInputBuffer] = {}
-
-    def _done(self, usage: dict[str, Any]) -> StreamDone:
-        self.done = True
-        return StreamDone(model=self.model, input_tokens=int(usage.get("inputTokens", 0)),
-                          output_tokens=int(usage.get("outputTokens", 0)),
-                          finish_reason=FINISH_REASONS.get(self.stop_reason, pb.FINISH_REASON_UNSPECIFIED),
-                          stop_reason=self.stop_reason)
-
-    def feed(self, event: dict[str, Any]) -> list[StreamEvent]:
-        if "contentBlockDelta" in event:
-            body = event["contentBlockDelta"]
-            index = int(body.get("contentBlockIndex", 0))
-            delta = body.get("delta", {})
-            if "text" in delta:
-                return [TextDelta(index, delta["text"])]
-            if "toolUse" in delta and index in self._tools:
-                self._tools[index].chunks.append(str(delta["toolUse"].get("input", "")))
-            return []
-        if "contentBlockStart" in event:
-            body = event["contentBlockStart"]
-            use = body.get("start", {}).get("toolUse")
-            if use is not None:
-                self._tools[int(body.get("contentBlockIndex", 0))] = ToolInputBuffer(use["toolUseId"], use["name"])
-            return []
-        if "contentBlockStop" in event:
-            buffer = self._tools.pop(int(event["contentBlockStop"].get("contentBlockIndex", 0)), None)
-            index = int(event["contentBlockStop"].get("contentBlockIndex", 0))
-            return [ToolUseDelta(index, buffer.finish())] if buffer is not None else []
-        if "messageStop" in event:
-            self.stop_reason = str(event["messageStop"].get("stopReason") or "")
-            self.stopped = True
-            return []
-        if "metadata" in event and self.stopped and not self.done:
-            return [self._done(event["metadata"].get("usage") or {})]
-        return []
-
-    def finish(self) -> StreamDone | None:
-        """At the end of the HTTP stream: the StreamDone if not sent yet; a stream cut short is an error."""
-        if self.done:
-            return None
-        if not self.stopped:
-            raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "stream ended before messageStop")
-        return self._done({})

@@ -7,19 +7,28 @@ It answers simple arithmetic ("What is 25 + 75?" -> "100") and otherwise quotes 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import re
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from gateway_server.errors import ErrorKind, ProviderError
 from gateway_server.providers.base import (
+    AnswerPart,
+    DocumentPart,
+    Part,
     Provider,
     ProviderRequest,
     ProviderResponse,
+    SignatureDelta,
     StreamDone,
     StreamEvent,
     TextDelta,
     TextPart,
+    ThinkingDelta,
+    ThinkingPart,
     ToolResultPart,
     ToolUseDelta,
     ToolUsePart,
@@ -65,6 +74,46 @@ def count_tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
+def _texts(part: Part) -> list[str]:
+    """The input text of a block, for counting."""
+    if isinstance(part, TextPart):
+        return [part.text]
+    if isinstance(part, DocumentPart) and part.media_type == "text/plain":
+        return [part.data.decode("utf-8", errors="replace")]
+    if isinstance(part, ToolResultPart):
+        return [t for b in part.all_blocks() for t in _texts(b)]
+    return []
+
+
+def _input_segments(request: ProviderRequest) -> list[tuple[str, bool]]:
+    """(text, a cache breakpoint follows it) for the prompt in the providers' cache order: tools, system,
+    messages."""
+    segments = [(json.dumps({"name": t.name, "schema": t.input_schema}), t.cache is not None) for t in request.tools]
+    segments += [(p.text, p.cache is not None) for p in request.system_parts()]
+    for message in request.messages:
+        for part in message.all_parts():
+            segments.append((" ".join(_texts(part)), getattr(part, "cache", None) is not None))
+    return segments
+
+
+def _schema_value(schema: dict[str, Any], text: str) -> Any:
+    """A value matching a (simple) JSON schema, made up from ``text``."""
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {name: _schema_value(props.get(name) or {}, text) for name in schema.get("required") or props}
+    if kind == "array":
+        return []
+    if kind in ("number", "integer"):
+        match = re.search(r"-?\d+", text)
+        return int(match.group(0)) if match else 0
+    if kind == "boolean":
+        return True
+    if schema.get("enum"):
+        return schema["enum"][0]
+    return text
+
+
 class MockProvider(Provider):
     type = "mock"
 
@@ -77,6 +126,7 @@ class MockProvider(Provider):
         self._chunk_delay = cfg.stream_chunk_delay_ms / 1000
         self._fail_after_chunks = cfg.fail_after_chunks
         self.calls = 0
+        self._cached_prefixes: set[str] = set()
         self.open_streams = 0  # streams being read right now (tests check they are closed)
 
     @property
@@ -100,14 +150,20 @@ class MockProvider(Provider):
                 raise ProviderError(ErrorKind.TIMEOUT, f"mock: no answer within {timeout:.3f}s")
             await asyncio.sleep(self._latency)
         self._maybe_fail()
-        input_tokens = count_tokens(request.system) * bool(request.system) + sum(
-            count_tokens(m.content) for m in request.messages
-        )
+        input_tokens, cache_read, cache_creation = self._input_tokens(request)
+        thinking: tuple[AnswerPart, ...] = ()
+        if request.thinking is not None and request.thinking.mode != "disabled":
+            reasoning = f"The user asks: {request.last_user_text()}"
+            thinking = (ThinkingPart(reasoning, hashlib.sha256(reasoning.encode()).hexdigest()[:32]),)
         tool = self._tool_call(request)
         if tool is not None:
             return ProviderResponse(content="", model=model, input_tokens=input_tokens, output_tokens=1,
-                                    finish_reason=pb.FINISH_REASON_TOOL_USE, stop_reason="tool_use", parts=(tool,))
+                                    finish_reason=pb.FINISH_REASON_TOOL_USE, stop_reason="tool_use",
+                                    parts=(*thinking, tool), cache_read_tokens=cache_read,
+                                    cache_creation_tokens=cache_creation)
         text = self._text(request)
+        if request.output is not None:
+            text = json.dumps(_schema_value(request.output.schema, request.last_user_text()))
         finish = pb.FINISH_REASON_END_TURN
         stop_reason = "end_turn"
         for seq in request.stop_sequences:
@@ -120,8 +176,34 @@ class MockProvider(Provider):
             finish, stop_reason = pb.FINISH_REASON_MAX_TOKENS, "max_tokens"
         return ProviderResponse(
             content=text, model=model, input_tokens=input_tokens, output_tokens=count_tokens(text),
-            finish_reason=finish, stop_reason=stop_reason, parts=(TextPart(text),),
+            finish_reason=finish, stop_reason=stop_reason, parts=(*thinking, TextPart(text)),
+            cache_read_tokens=cache_read, cache_creation_tokens=cache_creation,
         )
+
+    def _input_tokens(self, request: ProviderRequest) -> tuple[int, int, int]:
+        """(uncached, read from cache, written to cache) input tokens. The mock remembers every prefix that
+        ends at a cache breakpoint, as a provider's prompt cache would; the longest remembered one is read."""
+        segments = _input_segments(request)
+        if not any(breakpoint for _, breakpoint in segments):
+            return count_tokens(request.system) * bool(request.system) + sum(
+                count_tokens(m.content) for m in request.messages), 0, 0
+        prefix = hashlib.sha256()
+        total = up_to_breakpoint = read = 0
+        for text, breakpoint in segments:
+            prefix.update(text.encode() + b"\0")
+            total += len(text.split())
+            if breakpoint:
+                key = prefix.hexdigest()
+                if key in self._cached_prefixes:
+                    read = total
+                self._cached_prefixes.add(key)
+                up_to_breakpoint = total
+        return total - up_to_breakpoint, read, up_to_breakpoint - read
+
+    async def count_tokens(self, request: ProviderRequest, model: str, timeout: float) -> int:
+        self.calls += 1
+        self._maybe_fail()
+        return max(1, sum(len(text.split()) for text, _ in _input_segments(request)))
 
     @staticmethod
     def _last_tool_result(request: ProviderRequest) -> ToolResultPart | None:
@@ -157,6 +239,12 @@ class MockProvider(Provider):
                 if isinstance(part, ToolUsePart):
                     yield ToolUseDelta(index, part)
                     continue
+                if isinstance(part, ThinkingPart):
+                    yield ThinkingDelta(index, part.thinking)
+                    yield SignatureDelta(index, part.signature)
+                    continue
+                if not isinstance(part, TextPart):
+                    continue
                 for n, word in enumerate(part.text.split(" ")):
                     if self._fail_after_chunks is not None and chunks >= self._fail_after_chunks:
                         raise ProviderError(ErrorKind.SERVER, f"mock: stream failed after {chunks} chunks")
@@ -166,7 +254,8 @@ class MockProvider(Provider):
                     yield TextDelta(index, word if n == 0 else " " + word)
             yield StreamDone(model=response.model, input_tokens=response.input_tokens,
                              output_tokens=response.output_tokens, finish_reason=response.finish_reason,
-                             stop_reason=response.stop_reason)
+                             stop_reason=response.stop_reason, cache_read_tokens=response.cache_read_tokens,
+                             cache_creation_tokens=response.cache_creation_tokens)
         finally:
             self.open_streams -= 1
 

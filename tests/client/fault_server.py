@@ -35,6 +35,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from grpc_status import rpc_status
 
 from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
@@ -213,7 +214,7 @@ class FaultServicer(pb_grpc.ModelGatewayServicer):  # type: ignore[misc]
             packed.Pack(retry)
             status.details.append(packed)
         if status.details:
-            trailers.append(("grpc-status-details-bin", status.SerializeToString()))
+            trailers.extend(rpc_status.to_status(status).trailing_metadata)
         if step.pushback_ms is not None:
             trailers.append(("grpc-retry-pushback-ms", str(step.pushback_ms)))
         await context.abort(step.code, step.message, trailing_metadata=tuple(trailers))

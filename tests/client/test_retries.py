@@ -10,41 +10,21 @@ import grpc
 import pytest
 
 from orchestrator_client import (
-    AuthenticationError,
     GatewayError,
     GatewayTimeoutError,
     GatewayUnavailableError,
     InvalidRequestError,
     MessageTooLargeError,
     NotFoundError,
-    PermissionDeniedError,
-    PreconditionError,
     RateLimitedError,
     ServerError,
 )
 
+from .codes import NEVER, RETRIED
 from .conftest import ClientFactory, FakeTime
 from .fault_server import FaultServer, FaultServicer, Reply
 
 C = grpc.StatusCode
-
-RETRIED = {
-    C.UNAVAILABLE: GatewayUnavailableError,
-    C.RESOURCE_EXHAUSTED: RateLimitedError,
-    C.ABORTED: ServerError,
-    C.INTERNAL: ServerError,
-}
-NEVER = {
-    C.INVALID_ARGUMENT: InvalidRequestError,
-    C.UNAUTHENTICATED: AuthenticationError,
-    C.PERMISSION_DENIED: PermissionDeniedError,
-    C.NOT_FOUND: NotFoundError,
-    C.FAILED_PRECONDITION: PreconditionError,
-    C.UNIMPLEMENTED: NotFoundError,
-    C.OUT_OF_RANGE: InvalidRequestError,
-    C.CANCELLED: ServerError,
-}
-
 
 def fast(fake_time: FakeTime, **options: object) -> dict[str, object]:
     """Client options with the injected clock and sleep."""
@@ -136,7 +116,7 @@ async def test_unlisted_codes_are_not_retried_unless_configured(
     assert not caught.value.retryable and caught.value.attempts == 1
 
 
-async def test_retry_info_longer_than_the_backoff_wins(
+async def test_retry_info_replaces_the_backoff(
     fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory, fake_time: FakeTime
 ) -> None:
     fault.fail(1, C.RESOURCE_EXHAUSTED, reason="RATE_LIMITED", retry_delay=5.5)
@@ -145,24 +125,45 @@ async def test_retry_info_longer_than_the_backoff_wins(
     assert fake_time.sleeps == [5.5]
 
 
-async def test_pushback_trailer_longer_than_the_backoff_wins(
+async def test_pushback_trailer_replaces_the_backoff(
     fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory, fake_time: FakeTime
 ) -> None:
     fault.fail(1, C.UNAVAILABLE, pushback_ms=7000)
     fault.fail(1, C.RESOURCE_EXHAUSTED, retry_delay=1.0, pushback_ms=3000)
     client = make_client(fault_server.address, **fast(fake_time))
     assert (await client.generate("hi")).attempts == 3
-    # attempt 1: backoff 1 s < pushback 7 s; attempt 2: 2 s doubled = 4 s > both pushbacks
-    assert fake_time.sleeps == [7.0, 4.0]
+    # attempt 1: the pushback (7 s), not the backoff (1 s); attempt 2: the longer of RetryInfo and
+    # the trailer (3 s), not the doubled backoff (4 s)
+    assert fake_time.sleeps == [7.0, 3.0]
 
 
-async def test_shorter_pushback_does_not_shorten_the_backoff(
+async def test_a_shorter_pushback_shortens_the_backoff(
     fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory, fake_time: FakeTime
 ) -> None:
     fault.fail(1, C.RESOURCE_EXHAUSTED, retry_delay=0.1, pushback_ms=100)
     client = make_client(fault_server.address, **fast(fake_time))
     await client.generate("hi")
-    assert fake_time.sleeps == [2.0]
+    assert fake_time.sleeps == [0.1]  # not the client's own 2 s
+
+
+async def test_a_pushback_past_the_budget_is_not_waited_for(
+    fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory, fake_time: FakeTime,
+    client_logs: pytest.LogCaptureFixture,
+) -> None:
+    fault.fail(1, C.UNAVAILABLE, pushback_ms=30_000)
+    client = make_client(fault_server.address, **fast(fake_time, timeout=10.0))
+    with pytest.raises(GatewayUnavailableError) as caught:
+        await client.generate("hi")
+    assert caught.value.retry_after == 30.0 and caught.value.attempts == 1
+    assert fault.count == 1 and fake_time.sleeps == []
+    [line] = [r.getMessage() for r in client_logs.records]
+    assert "the server's pushback (30.0s) is past the time budget" in line and "not retried" in line
+    # the same for a stream, before its first event
+    fault.fail(1, C.UNAVAILABLE, pushback_ms=30_000)
+    with pytest.raises(GatewayUnavailableError):
+        async for _ in client.stream("hi"):
+            pass
+    assert fault.count == 2 and fake_time.sleeps == []
 
 
 async def test_negative_pushback_means_do_not_retry(
@@ -191,7 +192,7 @@ async def test_rate_limit_error_carries_the_server_details(
     assert err.status is not None and err.status.message == "slow down"
     assert "RESOURCE_EXHAUSTED: slow down [RATE_LIMITED]" in str(err)
     assert err.to_dict()["code"] == "RESOURCE_EXHAUSTED"
-    assert fake_time.sleeps == [2.5, 4.0]
+    assert fake_time.sleeps == [2.5, 2.5]  # the server's pushback, not the client's 2 s, 4 s
 
 
 @pytest.mark.parametrize(
@@ -206,7 +207,8 @@ async def test_resource_exhausted_with_any_server_detail_is_a_rate_limit(
     fault.fail(1, C.RESOURCE_EXHAUSTED, **details)
     client = make_client(fault_server.address, **fast(fake_time))
     assert (await client.generate("hi")).attempts == 2
-    assert fake_time.sleeps == [2.0]
+    # a pushback of 0 (RetryInfo or trailer) means "retry now"; ErrorInfo alone: the doubled backoff
+    assert fake_time.sleeps == ([2.0] if "reason" in details else [0.0])
 
 
 async def test_plain_resource_exhausted_is_not_a_rate_limit_and_not_retried(

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from modelgateway.v1 import model_gateway_pb2 as pb
-from orchestrator_client import ChatMessage, GenerateResult, HealthReport, ProviderList, Status
+from orchestrator_client import ChatMessage, GenerateOptions, GenerateResult, HealthReport, ProviderList, Status
 from orchestrator_client.results import to_jsonable
 
 from .conftest import ClientFactory
@@ -52,6 +52,29 @@ async def test_generate_sends_every_field(
     assert request.HasField("temperature") and request.temperature == 0.0
     assert request.top_p == pytest.approx(0.5)
     assert list(request.stop_sequences) == ["END"] and dict(request.metadata) == {"agent": "planner"}
+
+
+async def test_generate_and_stream_take_one_options_object(
+    fault: FaultServicer, fault_server: FaultServer, make_client: ClientFactory
+) -> None:
+    client = make_client(fault_server.address)
+    options = GenerateOptions(system="Be terse.", model="sonnet", max_tokens=64, request_id="rid-1")
+    await client.generate("hello", options=options)
+    first = fault.calls[-1]
+    events = client.stream("hello", options=options, max_tokens=8)  # a keyword replaces the object's field
+    assert events.request_id == "rid-1"
+    async for _ in events:
+        pass
+    second = fault.calls[-1]
+    assert (first.request.system, first.request.model, first.request.max_tokens) == ("Be terse.", "sonnet", 64)
+    assert (second.request.system, second.request.model, second.request.max_tokens) == ("Be terse.", "sonnet", 8)
+    assert options.max_tokens == 64  # frozen: the call did not change it
+    with pytest.raises(TypeError, match="generate\\(\\) got an unexpected keyword argument 'max_token'"):
+        await client.generate("hello", max_token=5)
+    with pytest.raises(TypeError, match="stream\\(\\) got an unexpected keyword argument 'max_token'"):
+        client.stream("hello", max_token=5)
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        client.stream("hello", timeout=0)
 
 
 async def test_generate_leaves_optional_fields_unset(
@@ -137,3 +160,16 @@ def test_unknown_enum_values_do_not_break_results() -> None:
     result = R.from_proto(pb.GenerateResponse(content="x", finish_reason=42), attempts=1, request_id="r",
                           elapsed_ms=1.0)
     assert result.finish_reason == "unknown_42" and result.request_id == "r"
+
+
+def test_the_earlier_names_are_the_clients_classes() -> None:
+    """The client's classes say they are the client's (apart from the server's GatewayError,
+    GatewaySettings, TextDelta); the earlier names stay importable as the same classes."""
+    import orchestrator_client as oc
+    from orchestrator_client import errors, results, settings
+
+    assert oc.GatewayError is errors.GatewayError is oc.GatewayClientError
+    assert oc.GatewaySettings is settings.GatewaySettings is oc.GatewayClientSettings
+    assert oc.TextDelta is results.TextDelta is oc.ClientTextDelta
+    assert (oc.GatewayClientError.__name__, oc.GatewayClientSettings.__name__, oc.ClientTextDelta.__name__) == (
+        "GatewayClientError", "GatewayClientSettings", "ClientTextDelta")

@@ -76,6 +76,21 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert gw.provider == "anthropic"
 
 
+def test_precedence_is_arguments_then_environment_then_file_then_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_GATEWAY_TIMEOUT", "30")
+    monkeypatch.setenv("ORCHESTRATOR_GATEWAY_RETRY_DELAY", "0.25")
+    gw = load_config(write(tmp_path, SEED_YAML.replace("max_retries: 3", "max_retries: 7"))).gateway
+    assert gw.timeout == 30.0  # the environment beats the file's 60
+    assert gw.max_retries == 7  # the file beats the default (3)
+    assert gw.jitter == 0.0  # the default
+    # arguments given in code beat the environment; a mapping stands in for the file below it
+    assert GatewaySettings(timeout=5).timeout == 5.0
+    assert load_gateway_settings({"timeout": 9, "max_retries": 2}).timeout == 30.0
+    assert load_gateway_settings({"timeout": 9, "max_retries": 2}).max_retries == 2
+
+
 def test_config_path_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, SEED_YAML.replace("main-orchestrator", "from-env"))
     monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(path))

@@ -64,7 +64,7 @@ async def test_events_are_typed_and_in_order(
     stream = client.stream("count", request_id="req-stream-1", metadata={"agent": "planner"})
     assert stream.request_id == "req-stream-1" and stream.attempts == 0 and fault.count == 0  # lazy
     events = await collect(stream)
-    assert kinds(events) == ["StreamStart", "TextDelta", "TextDelta", "TextDelta", "StreamEnd"]
+    assert kinds(events) == ["StreamStart", "ClientTextDelta", "ClientTextDelta", "ClientTextDelta", "StreamEnd"]
     assert events[0] == StreamStart(provider="fault", model="fault-model-1", request_id="req-stream-1")
     assert events[1:4] == [TextDelta(0, "one"), TextDelta(0, " two"), TextDelta(0, " three")]
     end = events[-1]
@@ -120,7 +120,8 @@ async def test_retried_before_the_first_event_exactly_as_generate(
     make_client: ClientFactory, fake_time: FakeTime, client_logs: pytest.LogCaptureFixture,
 ) -> None:
     client = make_client(fault_server.address, **fast(fake_time))
-    details = {"pushback_ms": 0} if code is C.RESOURCE_EXHAUSTED else {}  # a rate limit, as the gateway sends it
+    # a rate limit (ErrorInfo, no pushback: the client's own doubled backoff)
+    details = {"reason": "RATE_LIMITED"} if code is C.RESOURCE_EXHAUSTED else {}
     fault.fail(2, code, **details)
     result = await client.generate("What is 25 + 75?")
     generate_sleeps, fake_time.sleeps = fake_time.sleeps, []
@@ -202,7 +203,7 @@ async def test_no_retry_once_an_event_has_arrived(
     client = make_client(fault_server.address, **fast(fake_time))
     stream = client.stream("x")
     events, err = await collect_until_error(stream)
-    assert kinds(events) == ["StreamStart", "TextDelta"] and stream.text == "one"
+    assert kinds(events) == ["StreamStart", "ClientTextDelta"] and stream.text == "one"
     assert isinstance(err, {C.UNAVAILABLE: GatewayUnavailableError, C.RESOURCE_EXHAUSTED: RateLimitedError,
                             C.INTERNAL: ServerError}[code])
     assert err.code is code and err.reason == "STREAM_INTERRUPTED" and err.attempts == 1
@@ -221,7 +222,7 @@ async def test_a_stream_that_ends_without_its_end_event_is_an_error(
     fault.then(Truncate(after=2))
     client = make_client(fault_server.address, **fast(fake_time))
     events, err = await collect_until_error(client.stream("x"))
-    assert kinds(events) == ["StreamStart", "TextDelta", "TextDelta"]
+    assert kinds(events) == ["StreamStart", "ClientTextDelta", "ClientTextDelta"]
     assert isinstance(err, ServerError) and not err.retryable and "without an end event" in err.message
     assert fault.count == 1 and fake_time.sleeps == []
     assert (client.stats.total_requests, client.stats.total_failures) == (1, 1)
@@ -259,7 +260,7 @@ async def test_closing_the_stream_early_cancels_the_server_call(
             seen.append(event)
             if len(seen) == 2:
                 break
-    assert kinds(seen) == ["StreamStart", "TextDelta"]
+    assert kinds(seen) == ["StreamStart", "ClientTextDelta"]
     await asyncio.wait_for(fault.call_cancelled.wait(), WAIT)
     await asyncio.wait_for(fault.hang_cancelled.wait(), WAIT)
     assert fault.calls[0].cancelled and fault.count == 1
@@ -325,7 +326,7 @@ async def test_the_budget_bounds_a_hanging_stream(
     assert isinstance(err, GatewayTimeoutError) and err.code is C.DEADLINE_EXCEEDED
     assert not err.retryable and err.attempts == 1
     assert 0.4 <= elapsed <= 0.5 + 0.1
-    assert kinds(events) == (["StreamStart", "TextDelta"] if isinstance(step, Stall) else [])
+    assert kinds(events) == (["StreamStart", "ClientTextDelta"] if isinstance(step, Stall) else [])
     assert fault.count == 1 and fake_time.sleeps == []
     await asyncio.wait_for(fault.hang_cancelled.wait(), WAIT)
 

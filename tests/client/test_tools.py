@@ -89,7 +89,8 @@ def test_block_shorthands() -> None:
     with pytest.raises(ValueError, match="JSON"):
         block_to_proto(ToolCall("t", "calc", {"when": object()}))
     with pytest.raises(TypeError):
-        block_to_proto({"type": "tool_result", "tool_use_id": "t", "content": ["not", "text"]})
+        block_to_proto({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "tool_use", "id": "x",
+                                                                                "name": "calc"}]})
 
 
 def test_tools_and_tool_choice_to_the_proto() -> None:
@@ -148,7 +149,8 @@ def test_stream_events_from_the_proto_and_as_json() -> None:
     assert event_from_proto(pb.GenerateStreamResponse(delta=pb.ContentDelta(index=0))) is None
     assert [to_jsonable(e)["type"] for e in (start, delta, event_from_proto(msg), end)] == [
         "start", "text", "tool_use", "end"]
-    assert to_jsonable(end)["usage"] == {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+    assert to_jsonable(end)["usage"] == {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3,
+                                         "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
 
 
 # ---------------------------------------------------------------------- what generate sends

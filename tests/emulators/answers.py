@@ -17,19 +17,28 @@ Rules:
   output = words of the answer (a tool call: of its input's JSON); each at least 1.
 * A stop sequence found in the answer cuts it there (stop reason ``stop_sequence``); more words than
   ``max_tokens`` cut it to ``max_tokens`` words (stop reason ``max_tokens``), whichever comes first.
+* With structured output asked for, the answer text is the JSON of a value derived from the schema as tool
+  inputs are.
+* With thinking on, the answer starts with a thinking block ``"Thinking about: <last user text>"`` (or about the
+  tool results) and its signature (:func:`sign`); a thinking block sent back with another signature is rejected.
+* Prompt caching (:func:`cache_usage`): every prefix of the prompt (tools, system, messages) that ends at a cache
+  breakpoint is remembered by the emulator; the longest remembered one is read from the cache, the rest up to the
+  last breakpoint written to it, and only what follows the last breakpoint counts as (uncached) input tokens.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+StopReason = str  # "end_turn", "max_tokens", "stop_sequence", "tool_use", or any the test sets
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _ARITHMETIC = re.compile(rf"({_NUMBER})\s*([-+*/x×])\s*({_NUMBER})")
@@ -61,6 +70,11 @@ class Prompt:
     """The name of the tool the tool choice forces, if it names one."""
     max_tokens: int | None = None
     stop_sequences: tuple[str, ...] = ()
+    thinking: bool = False
+    """Thinking is on (Anthropic ``thinking.type`` enabled/adaptive; Bedrock the same in
+    additionalModelRequestFields)."""
+    output_schema: Mapping[str, Any] | None = None
+    """The JSON schema of a structured-output request."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,38 @@ class Answer:
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    thinking: str | None = None
+    """The thinking text (thinking on), None without."""
+    signature: str = ""
+    cache_read: int = 0
+    cache_creation: int = 0
+
+
+_SIGNING_KEY = b"emulator-thinking-key"
+
+
+def sign(thinking: str) -> str:
+    """The signature the emulators give a thinking text (and check when it comes back)."""
+    return "sig_" + hashlib.sha256(_SIGNING_KEY + thinking.encode()).hexdigest()[:40]
+
+
+def cache_usage(segments: Sequence[tuple[str, bool]], cache: set[str]) -> tuple[int, int, int] | None:
+    """(uncached input, cache read, cache write) tokens of a prompt given as (text, a breakpoint follows)
+    segments in cache order, remembering its breakpoint prefixes in ``cache``; None without breakpoints."""
+    if not any(breakpoint for _, breakpoint in segments):
+        return None
+    prefix = hashlib.sha256()
+    total = up_to_breakpoint = read = 0
+    for text, breakpoint in segments:
+        prefix.update(text.encode() + b"\0")
+        total += len(text.split())
+        if breakpoint:
+            key = prefix.hexdigest()
+            if key in cache:
+                read = total
+            cache.add(key)
+            up_to_breakpoint = total
+    return total - up_to_breakpoint, read, up_to_breakpoint - read
 
 
 def mapping(value: Any) -> Mapping[str, Any]:
@@ -134,6 +180,16 @@ def compose_answer(
     ``repeat`` > 1 repeats the answer text, space-separated, before it is cut by stop sequences or max_tokens
     (streams use it to produce long answers).
     """
+    answer = _compose(prompt, provider=provider, reply_text=reply_text, repeat=repeat, tool_id_prefix=tool_id_prefix)
+    if prompt.thinking:
+        about = "; ".join(prompt.tool_results) if prompt.tool_results else prompt.last_user_text
+        thinking = f"Thinking about: {about}"
+        answer = dataclasses.replace(answer, thinking=thinking, signature=sign(thinking),
+                                     output_tokens=answer.output_tokens + count_words(thinking))
+    return answer
+
+
+def _compose(prompt: Prompt, *, provider: str, reply_text: str | None, repeat: int, tool_id_prefix: str) -> Answer:
     input_tokens = count_words(prompt.input_text)
     if (
         prompt.tools
@@ -155,7 +211,9 @@ def compose_answer(
             output_tokens=count_words(json.dumps(call.input)),
         )
 
-    if reply_text is not None:
+    if prompt.output_schema is not None:
+        text = json.dumps(derive_tool_input(prompt.output_schema, prompt.last_user_text))
+    elif reply_text is not None:
         text = reply_text
     elif prompt.tool_results:
         text = "The tool returned: " + "; ".join(prompt.tool_results)

@@ -7,6 +7,7 @@ generation ("model") call; the others are probes (faults injected with ``on="pro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .answers import Answer, Prompt, ToolSpec, compose_answer, count_words, json_chunks, mapping, optional_int
+from .answers import (
+    Answer,
+    Prompt,
+    ToolSpec,
+    cache_usage,
+    compose_answer,
+    count_words,
+    json_chunks,
+    mapping,
+    optional_int,
+    sign,
+)
 from .base import (
     EmulatorBase,
     Fault,
@@ -69,7 +81,15 @@ class AnthropicEmulator(EmulatorBase):
 
     Stream events, in order: message_start, content_block_start, content_block_delta (one per word, or per
     repetition with ``stream_repeat`` > 1; tool input as ~3 ``input_json_delta`` parts), content_block_stop,
-    message_delta, message_stop. ``after_events`` counts from message_start.
+    message_delta, message_stop. ``after_events`` counts from message_start. With thinking on, a thinking block
+    (index 0: its text in one ``thinking_delta``, then a ``signature_delta``; or a whole ``redacted_thinking``
+    block with ``redact_thinking``) comes before the answer's block (index 1).
+
+    Agent features: ``cache_control`` breakpoints on tools, system blocks and message blocks drive
+    ``cache_creation_input_tokens`` / ``cache_read_input_tokens`` (see answers.py); ``thinking`` (enabled or
+    adaptive) adds a thinking block whose signature is checked when it is sent back (a changed block is a 400
+    ``invalid_request_error``); ``output_config.format`` (json_schema) makes the answer JSON of the schema; text
+    documents count as input. ``stop_reason`` overrides the answer's stop reason.
     """
 
     provider = "anthropic"
@@ -96,6 +116,8 @@ class AnthropicEmulator(EmulatorBase):
         if rejection is not None:
             return rejection
         body: dict[str, Any] = record.json
+        if (bad := _bad_thinking_block(body)) is not None:
+            return self._error_response(Fault.status(400, message=bad))
         stream = bool(body.get("stream"))
         fault = self._take_fault("model")
         answer = compose_answer(
@@ -104,10 +126,16 @@ class AnthropicEmulator(EmulatorBase):
             reply_text=self.reply_text,
             repeat=self.stream_repeat if stream else 1,
         )
-        message = _message(answer, model=str(body["model"]))
+        with self._lock:
+            usage = cache_usage(_cache_segments(body), self.prompt_cache)
+        if usage is not None:
+            answer = dataclasses.replace(answer, input_tokens=usage[0], cache_read=usage[1], cache_creation=usage[2])
+        if self.stop_reason is not None:
+            answer = dataclasses.replace(answer, stop_reason=self.stop_reason)
+        message = _message(answer, model=str(body["model"]), redact=self.redact_thinking)
         headers = {"request-id": _request_id()}
         if stream:
-            events = _stream_events(message, answer, self._text_deltas(answer.text))
+            events = _stream_events(message, answer, self._text_deltas(answer.text), redact=self.redact_thinking)
             return await self._serve(request, fault, StreamReply(events, "text/event-stream", headers))
         return await self._serve(request, fault, JsonReply(message, "content", headers))
 
@@ -212,7 +240,43 @@ def _block_text(block: Any) -> str:
         return block
     if isinstance(block, Mapping) and block.get("type") == "text":
         return str(block.get("text", ""))
+    if isinstance(block, Mapping) and block.get("type") == "document":
+        source = mapping(block.get("source"))
+        return str(source.get("data", "")) if source.get("type") == "text" else ""
     return ""
+
+
+def _bad_thinking_block(body: Mapping[str, Any]) -> str | None:
+    """Why a thinking block sent back is not as the emulator returned it, or None."""
+    for i, message in enumerate(body.get("messages") or []):
+        content = mapping(message).get("content")
+        for j, block in enumerate(content if isinstance(content, list) else []):
+            if isinstance(block, Mapping) and block.get("type") == "thinking" \
+                    and block.get("signature") != sign(str(block.get("thinking", ""))):
+                return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+    return None
+
+
+def _cache_segments(body: Mapping[str, Any]) -> list[tuple[str, bool]]:
+    """The prompt in cache order (tools, system, messages) as (text, a cache_control follows) segments."""
+    segments: list[tuple[str, bool]] = []
+    for tool in body.get("tools") or []:
+        tool = mapping(tool)
+        plain = {k: v for k, v in tool.items() if k != "cache_control"}
+        segments.append((json.dumps(plain, sort_keys=True), "cache_control" in tool))
+    system = body.get("system")
+    if isinstance(system, str):
+        segments.append((system, False))
+    for block in system if isinstance(system, list) else []:
+        segments.append((_block_text(block), "cache_control" in mapping(block)))
+    for message in body.get("messages") or []:
+        content = mapping(message).get("content")
+        if isinstance(content, str):
+            segments.append((content, False))
+        for block in content if isinstance(content, list) else []:
+            text = _tool_result_text(block) if mapping(block).get("type") == "tool_result" else _block_text(block)
+            segments.append((text, "cache_control" in mapping(block)))
+    return segments
 
 
 def _content_texts(content: Any) -> list[str]:
@@ -255,7 +319,10 @@ def _prompt(body: Mapping[str, Any]) -> Prompt:
     )
     choice = mapping(body.get("tool_choice"))
     stop_sequences = body.get("stop_sequences") or []
+    output_format = mapping(mapping(body.get("output_config")).get("format"))
     return Prompt(
+        thinking=mapping(body.get("thinking")).get("type") in ("enabled", "adaptive"),
+        output_schema=mapping(output_format.get("schema")) if output_format.get("type") == "json_schema" else None,
         last_user_text="\n".join(_content_texts(last_content)),
         tool_results=tool_results,
         input_text=" ".join(inputs),
@@ -267,14 +334,27 @@ def _prompt(body: Mapping[str, Any]) -> Prompt:
     )
 
 
-def _message(answer: Answer, *, model: str) -> dict[str, Any]:
+def _thinking_block(answer: Answer, redact: bool) -> list[dict[str, Any]]:
+    if answer.thinking is None:
+        return []
+    if redact:
+        return [{"type": "redacted_thinking", "data": "redacted_" + answer.signature}]
+    return [{"type": "thinking", "thinking": answer.thinking, "signature": answer.signature}]
+
+
+def _usage(answer: Answer) -> dict[str, int]:
+    return {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
+            "cache_creation_input_tokens": answer.cache_creation, "cache_read_input_tokens": answer.cache_read}
+
+
+def _message(answer: Answer, *, model: str, redact: bool = False) -> dict[str, Any]:
     """The Message object of ``answer``."""
-    content: list[dict[str, Any]]
+    content: list[dict[str, Any]] = _thinking_block(answer, redact)
     if answer.tool_call is not None:
         call = answer.tool_call
-        content = [{"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}]
+        content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.input})
     else:
-        content = [{"type": "text", "text": answer.text}]
+        content.append({"type": "text", "text": answer.text})
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
@@ -283,7 +363,7 @@ def _message(answer: Answer, *, model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": answer.stop_reason,
         "stop_sequence": answer.stop_sequence,
-        "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
+        "usage": _usage(answer),
     }
 
 
@@ -291,16 +371,40 @@ def _sse(event: str, data: Mapping[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _stream_events(message: Mapping[str, Any], answer: Answer, text_deltas: Sequence[str]) -> list[StreamEvent]:
+def _thinking_events(answer: Answer, redact: bool) -> list[StreamEvent]:
+    if answer.thinking is None:
+        return []
+    if redact:
+        (block,) = _thinking_block(answer, redact)
+        start = {"type": "content_block_start", "index": 0, "content_block": block}
+        return [StreamEvent(_sse("content_block_start", start), "block"),
+                StreamEvent(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}), "block")]
+    start = {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+    deltas = [{"type": "thinking_delta", "thinking": answer.thinking},
+              {"type": "signature_delta", "signature": answer.signature}]
+    return [
+        StreamEvent(_sse("content_block_start", start), "block"),
+        *(StreamEvent(_sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d}), "delta")
+          for d in deltas),
+        StreamEvent(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}), "block"),
+    ]
+
+
+def _stream_events(
+    message: Mapping[str, Any], answer: Answer, text_deltas: Sequence[str], *, redact: bool = False
+) -> list[StreamEvent]:
     """The Server-Sent Events streaming ``message``."""
     start = {
         **message,
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": answer.input_tokens, "output_tokens": 1},
+        "usage": {**_usage(answer), "output_tokens": 1},
     }
     events = [StreamEvent(_sse("message_start", {"type": "message_start", "message": start}))]
+    events += _thinking_events(answer, redact)
+    index = 1 if answer.thinking is not None else 0
     if answer.tool_call is not None:
         call = answer.tool_call
         block: dict[str, Any] = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
@@ -310,15 +414,17 @@ def _stream_events(message: Mapping[str, Any], answer: Answer, text_deltas: Sequ
         deltas = [{"type": "text_delta", "text": chunk} for chunk in text_deltas]
     events.append(
         StreamEvent(
-            _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+            _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}),
             "block",
         )
     )
     events += [
-        StreamEvent(_sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}), "delta")
+        StreamEvent(
+            _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}), "delta"
+        )
         for delta in deltas
     ]
-    events.append(StreamEvent(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}), "block"))
+    events.append(StreamEvent(_sse("content_block_stop", {"type": "content_block_stop", "index": index}), "block"))
     events.append(
         StreamEvent(
             _sse(

@@ -231,12 +231,20 @@ class EmulatorBase(ABC):
         self._probe_calls = 0
         self._disconnects = 0
         self._state: _LoopState | None = None
+        self.requested_port = 0
+        """The loopback port to listen on (set before ``start()``); 0: a random free port."""
         self.reply_text: str | None = None
         """Answer text for every generation call (tool calls aside); None: the default answer."""
         self.stream_chunk_delay: float = 0.0
         """Seconds between consecutive stream events."""
         self.stream_repeat: int = 1
         """Streams repeat the answer text this many times (space-separated), one delta per repetition."""
+        self.stop_reason: str | None = None
+        """Stop reason of every generation answer (e.g. "pause_turn", "refusal"); None: the natural one."""
+        self.redact_thinking: bool = False
+        """With thinking on, answer with a redacted thinking block (opaque data) instead of a readable one."""
+        self.prompt_cache: set[str] = set()
+        """Hashes of the prompt prefixes cached so far (see answers.cache_usage); clear it to empty the cache."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -319,7 +327,7 @@ class EmulatorBase(ABC):
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind(("127.0.0.1", self.requested_port))
             sock.listen(128)
             await web.SockSite(runner, sock).start()
         except BaseException:

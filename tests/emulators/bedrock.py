@@ -9,6 +9,7 @@ ARNs contain ``:`` and ``/``); recorded paths are decoded.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import struct
@@ -20,7 +21,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .answers import Answer, Prompt, ToolSpec, compose_answer, count_words, json_chunks, mapping, optional_int
+from .answers import (
+    Answer,
+    Prompt,
+    ToolSpec,
+    cache_usage,
+    compose_answer,
+    count_words,
+    json_chunks,
+    mapping,
+    optional_int,
+    sign,
+)
 from .base import (
     EmulatorBase,
     Fault,
@@ -97,7 +109,16 @@ class BedrockEmulator(EmulatorBase):
 
     Stream events, in order: messageStart, contentBlockStart (tool use only), contentBlockDelta (one per word,
     or per repetition with ``stream_repeat`` > 1; tool input as ~3 partial JSON strings), contentBlockStop,
-    messageStop, metadata. ``after_events`` counts from messageStart.
+    messageStop, metadata. ``after_events`` counts from messageStart. With thinking on, a reasoning block (index 0:
+    its text in one ``reasoningContent.text`` delta, then a ``reasoningContent.signature`` delta; or one
+    ``redactedContent`` delta with ``redact_thinking``) comes before the answer's block (index 1).
+
+    Agent features: ``cachePoint`` blocks after tools, system blocks and message blocks drive
+    ``cacheWriteInputTokens`` / ``cacheReadInputTokens`` (see answers.py); ``additionalModelRequestFields.thinking``
+    (enabled or adaptive) adds a ``reasoningContent`` block whose signature is checked when it is sent back (a
+    changed block is a 400 ValidationException); ``outputConfig.textFormat`` (json_schema; the schema a JSON
+    string) makes the answer JSON of the schema; txt documents count as input. ``stop_reason`` overrides the
+    answer's stopReason. count-tokens counts ``input.converse`` as a generation call would.
     """
 
     provider = "bedrock"
@@ -132,6 +153,8 @@ class BedrockEmulator(EmulatorBase):
         rejection = self._authenticate(record) or self._validate(record.json)
         if rejection is not None:
             return rejection
+        if (bad := _bad_reasoning_block(record.json)) is not None:
+            return self._error_response(Fault.status(400, message=bad))
         fault = self._take_fault("model")
         answer = compose_answer(
             _prompt(record.json),
@@ -140,12 +163,19 @@ class BedrockEmulator(EmulatorBase):
             repeat=self.stream_repeat if stream else 1,
             tool_id_prefix="tooluse_",
         )
+        with self._lock:
+            usage = cache_usage(_cache_segments(record.json), self.prompt_cache)
+        if usage is not None:
+            answer = dataclasses.replace(answer, input_tokens=usage[0], cache_read=usage[1], cache_creation=usage[2])
+        if self.stop_reason is not None:
+            answer = dataclasses.replace(answer, stop_reason=self.stop_reason)
         latency_ms = max(1, round((time.monotonic() - started) * 1000))
         headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         if stream:
-            events = _stream_events(answer, self._text_deltas(answer.text), latency_ms)
+            events = _stream_events(answer, self._text_deltas(answer.text), latency_ms, redact=self.redact_thinking)
             return await self._serve(request, fault, StreamReply(events, "application/vnd.amazon.eventstream", headers))
-        return await self._serve(request, fault, JsonReply(_converse_response(answer, latency_ms), "output", headers))
+        reply = JsonReply(_converse_response(answer, latency_ms, redact=self.redact_thinking), "output", headers)
+        return await self._serve(request, fault, reply)
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
         record = await self._receive(request, "probe")
@@ -259,15 +289,55 @@ def _event(event_type: str, payload: Mapping[str, Any]) -> bytes:
 # -------------------------------------------------------------------- request and response shapes
 
 
+def _document_text(document: Mapping[str, Any]) -> str:
+    if document.get("format") not in ("txt", "md", "csv", "html"):
+        return ""
+    try:
+        return base64.b64decode(str(mapping(document.get("source")).get("bytes", ""))).decode(errors="replace")
+    except ValueError:
+        return ""
+
+
 def _block_texts(block: Any) -> list[str]:
-    """Input texts of a Converse content block (text, or a tool result's text/json)."""
+    """Input texts of a Converse content block (text, a text document, or a tool result's text/json)."""
     if not isinstance(block, Mapping):
         return []
     if isinstance(block.get("text"), str):
         return [block["text"]]
+    if isinstance(block.get("document"), Mapping):
+        return [_document_text(block["document"])]
     if isinstance(block.get("toolResult"), Mapping):
         return [_tool_result_text(block["toolResult"])]
     return []
+
+
+def _bad_reasoning_block(body: Mapping[str, Any]) -> str | None:
+    """Why a reasoning block sent back is not as the emulator returned it, or None."""
+    for i, message in enumerate(body.get("messages") or []):
+        for j, block in enumerate(mapping(message).get("content") or []):
+            text = mapping(mapping(mapping(block).get("reasoningContent")).get("reasoningText"))
+            if text and text.get("signature") != sign(str(text.get("text", ""))):
+                return f"messages.{i}.content.{j}: the reasoning block's signature does not match its text"
+    return None
+
+
+def _cache_segments(body: Mapping[str, Any]) -> list[tuple[str, bool]]:
+    """The prompt in cache order (tools, system, messages) as (text, a cachePoint follows) segments."""
+    segments: list[tuple[str, bool]] = []
+
+    def add(blocks: Any, text_of: Any) -> None:
+        for block in blocks if isinstance(blocks, list) else []:
+            if isinstance(block, Mapping) and "cachePoint" in block:
+                if segments:
+                    segments[-1] = (segments[-1][0], True)
+            else:
+                segments.append((text_of(block), False))
+
+    add(mapping(body.get("toolConfig")).get("tools"), lambda tool: json.dumps(tool, sort_keys=True))
+    add(body.get("system"), lambda block: " ".join(_block_texts(block)))
+    for message in body.get("messages") or []:
+        add(mapping(message).get("content"), lambda block: " ".join(_block_texts(block)))
+    return segments
 
 
 def _tool_result_text(result: Mapping[str, Any]) -> str:
@@ -295,6 +365,9 @@ def _prompt(body: Mapping[str, Any]) -> Prompt:
     )
 
     tool_config = mapping(body.get("toolConfig"))
+    thinking = mapping(mapping(body.get("additionalModelRequestFields")).get("thinking"))
+    text_format = mapping(mapping(body.get("outputConfig")).get("textFormat"))
+    schema_text = mapping(mapping(text_format.get("structure")).get("jsonSchema")).get("schema")
     tools = tuple(
         ToolSpec(str(spec["name"]), mapping(mapping(spec.get("inputSchema")).get("json")))
         for tool in tool_config.get("tools") or []
@@ -304,6 +377,8 @@ def _prompt(body: Mapping[str, Any]) -> Prompt:
     forced = mapping(choice.get("tool"))
     inference = mapping(body.get("inferenceConfig"))
     return Prompt(
+        thinking=thinking.get("type") in ("enabled", "adaptive"),
+        output_schema=json.loads(schema_text) if isinstance(schema_text, str) else None,
         last_user_text="\n".join(texts),
         tool_results=tool_results,
         input_text=" ".join(inputs),
@@ -316,42 +391,70 @@ def _prompt(body: Mapping[str, Any]) -> Prompt:
 
 
 def _usage(answer: Answer) -> dict[str, int]:
-    return {
+    usage = {
         "inputTokens": answer.input_tokens,
         "outputTokens": answer.output_tokens,
-        "totalTokens": answer.input_tokens + answer.output_tokens,
+        "totalTokens": answer.input_tokens + answer.cache_read + answer.cache_creation + answer.output_tokens,
     }
+    if answer.cache_read or answer.cache_creation:
+        usage |= {"cacheReadInputTokens": answer.cache_read, "cacheWriteInputTokens": answer.cache_creation}
+    return usage
 
 
-def _converse_response(answer: Answer, latency_ms: int) -> dict[str, Any]:
-    block: dict[str, Any]
+def _redacted(answer: Answer) -> str:
+    """Base64 (a JSON blob) of the opaque redacted reasoning."""
+    return base64.b64encode(("redacted:" + answer.signature).encode()).decode()
+
+
+def _converse_response(answer: Answer, latency_ms: int, *, redact: bool = False) -> dict[str, Any]:
+    blocks: list[dict[str, Any]] = []
+    if answer.thinking is not None:
+        reasoning = ({"redactedContent": _redacted(answer)} if redact
+                     else {"reasoningText": {"text": answer.thinking, "signature": answer.signature}})
+        blocks.append({"reasoningContent": reasoning})
     if answer.tool_call is not None:
         call = answer.tool_call
-        block = {"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.input}}
+        blocks.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.input}})
     else:
-        block = {"text": answer.text}
+        blocks.append({"text": answer.text})
     return {
-        "output": {"message": {"role": "assistant", "content": [block]}},
+        "output": {"message": {"role": "assistant", "content": blocks}},
         "stopReason": answer.stop_reason,
         "usage": _usage(answer),
         "metrics": {"latencyMs": latency_ms},
     }
 
 
-def _stream_events(answer: Answer, text_deltas: Sequence[str], latency_ms: int) -> list[StreamEvent]:
+def _stream_events(
+    answer: Answer, text_deltas: Sequence[str], latency_ms: int, *, redact: bool = False
+) -> list[StreamEvent]:
     events = [StreamEvent(_event("messageStart", {"role": "assistant"}))]
+    index = 0
+    if answer.thinking is not None:
+        reasoning: list[dict[str, Any]] = (
+            [{"redactedContent": _redacted(answer)}] if redact
+            else [{"text": answer.thinking}, {"signature": answer.signature}]
+        )
+        events += [
+            StreamEvent(_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": r}}),
+                        "delta")
+            for r in reasoning
+        ]
+        events.append(StreamEvent(_event("contentBlockStop", {"contentBlockIndex": 0}), "block"))
+        index = 1
     deltas: list[dict[str, Any]]
     if answer.tool_call is not None:
         call = answer.tool_call
-        start = {"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": call.id, "name": call.name}}}
+        start = {"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": call.id, "name": call.name}}}
         events.append(StreamEvent(_event("contentBlockStart", start), "block"))
         deltas = [{"toolUse": {"input": part}} for part in json_chunks(call.input)]
     else:
         deltas = [{"text": chunk} for chunk in text_deltas]
     events += [
-        StreamEvent(_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta}), "delta") for delta in deltas
+        StreamEvent(_event("contentBlockDelta", {"contentBlockIndex": index, "delta": delta}), "delta")
+        for delta in deltas
     ]
-    events.append(StreamEvent(_event("contentBlockStop", {"contentBlockIndex": 0}), "block"))
+    events.append(StreamEvent(_event("contentBlockStop", {"contentBlockIndex": index}), "block"))
     events.append(StreamEvent(_event("messageStop", {"stopReason": answer.stop_reason})))
     events.append(StreamEvent(_event("metadata", {"usage": _usage(answer), "metrics": {"latencyMs": latency_ms}})))
     return events
