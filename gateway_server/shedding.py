@@ -44,10 +44,12 @@ class LoadShedder(grpc.aio.ServerInterceptor):
         self.retry_after = retry_after
         self.identity = identity
         self.in_flight = 0
+        self.peak_in_flight = 0
         self.shed_total = 0
         self._last_log = 0.0
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._error = shed_error(capacity, retry_after)
+        self._trailers = tuple(self._error.trailing_metadata())  # built once: shedding must be cheap
 
     def _admit(self) -> bool:
         if self.capacity and self.in_flight >= self.capacity:
@@ -59,10 +61,12 @@ class LoadShedder(grpc.aio.ServerInterceptor):
                             self.in_flight, self.shed_total)
             return False
         self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
         return True
 
     async def _refuse(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await context.abort(self._error.code, self._error.message, trailing_metadata=self._error.trailing_metadata())
+        await context.abort(self._error.code, self._error.message, trailing_metadata=self._trailers)
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]],
