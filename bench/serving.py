@@ -252,8 +252,8 @@ def report(results: dict[str, Any]) -> str:
     for key in ("unloaded", "at_capacity", "4x_with_shedding", "4x_without_shedding"):
         p = sh.get(key)
         if p:
-            lines.append(f"| {key} | {p['callers']} | {p['admitted_per_s']:.0f} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} "
-                         f"| {p['shed_share']:.0%} | {sum(p['errors'].values())} |")
+            lines.append(f"| {key} | {p['callers']} | {p['admitted_per_s']:.0f} | {_f(p['p50_ms'])} "
+                         f"| {_f(p['p99_ms'])} | {p['shed_share']:.0%} | {sum(p['errors'].values())} |")
     if "rss_kb_before_after" in sh:
         before, after = sh["rss_kb_before_after"]
         lines.append(f"\nGateway RSS before/after the loaded phases: {before / 1024:.0f} / {after / 1024:.0f} MiB; "

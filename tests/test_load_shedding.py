@@ -19,9 +19,9 @@ from .helpers import ask, error_details
 
 
 async def until(condition: object, timeout: float = 10.0) -> None:
-    """Wait for ``condition()`` (checked on every loop turn) to hold."""
+    """Wait for ``condition()`` on the server's counters to hold (they have no event to wait on)."""
     async with asyncio.timeout(timeout):
-        while not condition():  # type: ignore[operator]
+        while not condition():  # type: ignore[operator]  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 
 

@@ -14,7 +14,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from gateway_server.workers import crash_looping, restart_delay
