@@ -229,3 +229,18 @@ async def test_sighup_without_tls_is_harmless(tmp_path: Path) -> None:
         await gw.read_until(r"SIGHUP: no TLS configured")
         async with GatewayClient(f"127.0.0.1:{gw.port}", max_retries=1) as c:
             assert (await c.status(timeout=10)).status == "running"
+
+
+async def test_client_settings_carry_the_client_certificate(mtls_app: GatewayApp, pki: Pki) -> None:
+    from orchestrator_client import GatewayReasoner
+    from orchestrator_client.settings import load_gateway_settings
+
+    settings = load_gateway_settings({
+        "url": f"127.0.0.1:{mtls_app.port}", "tls": True, "root_certificates": str(pki.ca_file),
+        "tls_server_name": "gateway.test", "client_certificate": str(pki.client_cert),
+        "client_key": str(pki.client_key), "max_retries": 1,
+    })
+    async with GatewayReasoner(settings) as reasoner:
+        assert await reasoner.reason("What is 25 + 75?") == "100"
+    with pytest.raises(ValueError, match="client_certificate and client_key go together"):
+        GatewayClient("grpcs://localhost:1", client_certificate=pki.client_cert.read_bytes())

@@ -14,8 +14,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from gateway_server.cli import main as gateway_main
 from gateway_server.workers import crash_looping, restart_delay
 from orchestrator_client import GatewayClient
 
@@ -75,6 +77,23 @@ async def wait_exit(gw: GatewayProcess, timeout: float = 60) -> int:
         async for raw in gw.proc.stderr:
             gw.lines.append(raw.decode())
         return await gw.proc.wait()
+
+
+def test_workers_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path)
+    for bad in ("0", "many", "257"):
+        monkeypatch.setenv("GATEWAY_WORKERS", bad)
+        assert gateway_main(["--config", str(config), "--check-config"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "workers: must be 'auto' or a number of processes from 1 to 256" in err[0], err
+    monkeypatch.setenv("GATEWAY_WORKERS", "auto")
+    from gateway_server.settings import load_settings
+
+    assert load_settings(config).worker_count == len(os.sched_getaffinity(0))
+    monkeypatch.delenv("GATEWAY_WORKERS")
+    assert load_settings(config).worker_count == 1
+    assert load_settings(config, workers="3").worker_count == 3
 
 
 def test_restart_policy() -> None:
