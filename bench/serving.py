@@ -96,13 +96,27 @@ class Gateway:
                     raise
             await asyncio.sleep(0.2)
 
-    def rss_kb(self) -> int:
-        """Resident memory of the gateway and its workers (kB)."""
+    def pids(self) -> list[int]:
+        """The gateway process and its workers (the supervisor's children)."""
         pids = [self.proc.pid]
         with contextlib.suppress(OSError):
             pids += [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the gateway process and its workers."""
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{pid}/stat").read_bytes()
+                fields = stat[stat.rindex(b")") + 2:].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def rss_kb(self) -> int:
+        """Resident memory of the gateway and its workers (kB)."""
         total = 0
-        for pid in pids:
+        for pid in self.pids():
             with contextlib.suppress(OSError):
                 m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
                 total += int(m.group(1)) if m else 0
@@ -143,9 +157,13 @@ async def scaling(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         for g in gateways.values():  # warm-up: every worker's first calls
             h2load(g.port, body, max(1000, args.calls // 10), args.connections, args.streams)
         rounds: dict[int, list[float]] = {1: [], 2: []}
+        cores: dict[int, list[float]] = {1: [], 2: []}
+        load_before = os.getloadavg()
         for _ in range(args.rounds):
             for w, g in gateways.items():
+                cpu, started = g.cpu_seconds(), time.monotonic()
                 result = h2load(g.port, body, args.calls, args.connections, args.streams)
+                cores[w].append((g.cpu_seconds() - cpu) / (time.monotonic() - started))
                 if result["http_2xx"] != args.calls:
                     raise RuntimeError(f"{w} worker(s): {result['http_2xx']} of {args.calls} calls answered")
                 rounds[w].append(result["calls_per_s"])
@@ -154,8 +172,9 @@ async def scaling(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
             g.stop()
     one, two = statistics.median(rounds[1]), statistics.median(rounds[2])
     return {"rounds": rounds, "calls_per_s_1_worker": one, "calls_per_s_2_workers": two,
-            "ratio": two / one if one else 0.0, "calls": args.calls, "connections": args.connections,
-            "streams_per_connection": args.streams, "load_before": os.getloadavg()}
+            "ratio": two / one if one else 0.0, "cores_used": {w: statistics.median(c) for w, c in cores.items()},
+            "calls": args.calls, "connections": args.connections, "streams_per_connection": args.streams,
+            "load_before": load_before, "load_after": os.getloadavg()}
 
 
 # ------------------------------------------------------------------ shedding (Python callers)
@@ -239,11 +258,19 @@ def report(results: dict[str, Any]) -> str:
     if "skipped" in s:
         lines.append(f"Scaling: skipped: {s['skipped']}")
     else:
-        lines += ["| workers | calls/s (median of rounds) | rounds |", "| --- | --- | --- |",
-                  f"| 1 | {s['calls_per_s_1_worker']:.0f} | {', '.join(f'{v:.0f}' for v in s['rounds'][1])} |",
-                  f"| 2 | {s['calls_per_s_2_workers']:.0f} | {', '.join(f'{v:.0f}' for v in s['rounds'][2])} |",
-                  "", f"2 workers / 1 worker: **{s['ratio']:.2f}x** (goal >= 1.7x; h2load, {s['connections']} "
-                  f"connections x {s['streams_per_connection']} streams, mock provider, log level WARNING)"]
+        lines += ["| workers | calls/s (median of rounds) | rounds | CPU cores the gateway got | calls per core-s |",
+                  "| --- | --- | --- | --- | --- |"]
+        for w, key in ((1, "calls_per_s_1_worker"), (2, "calls_per_s_2_workers")):
+            cores = s["cores_used"][w]
+            lines.append(f"| {w} | {s[key]:.0f} | {', '.join(f'{v:.0f}' for v in s['rounds'][w])} "
+                         f"| {cores:.2f} | {s[key] / cores if cores else 0:.0f} |")
+        best = max(s["rounds"][2]) / max(s["rounds"][1])
+        lines.append(f"\nBest round against best round: {best:.2f}x. On a busy machine 2 workers get fewer than 2 "
+                     "cores; calls per core-second shows whether the work itself scales.")
+        lines += ["", f"2 workers / 1 worker: **{s['ratio']:.2f}x** (goal >= 1.7x; h2load, {s['connections']} "
+                  f"connections x {s['streams_per_connection']} streams, mock provider, log level WARNING; "
+                  f"load average before/after {s['load_before'][0]:.1f}/{s['load_after'][0]:.1f} on "
+                  f"{os.cpu_count()} CPUs)"]
     sh = results["shedding"]
     lines += ["", f"Load shedding: max_concurrent_calls {sh['capacity']}, mock latency {sh['mock_latency_ms']:g} ms, "
               "callers honour the pushback", "",

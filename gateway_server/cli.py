@@ -60,16 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"model-gateway: {exc}", file=sys.stderr)
         return 2
-    if args.check_config:
-        print(f"model-gateway: configuration OK ({len(settings.providers)} providers)")
-        return 0
-    configure_logging(settings.log_level, settings.log_format)
     if settings.server.tls is not None:
         try:
             check_pair(settings.server.tls)
         except ValueError as exc:
             print(f"model-gateway: {exc}", file=sys.stderr)
             return 2
+    if args.check_config:
+        print(f"model-gateway: configuration OK ({len(settings.providers)} providers)")
+        return 0
+    configure_logging(settings.log_level, settings.log_format)
     if settings.worker_count > 1:
         from gateway_server.workers import supervise  # the supervisor creates no gRPC object
 
