@@ -5,8 +5,9 @@
    less per call than a Python client would, so the gateway is what saturates). Rounds alternate
    1, 2, 1, 2, ... and the medians are compared (goal: 2 workers >= 1.7x one).
 2. **Load shedding**: one worker with ``max_concurrent_calls`` C and a mock latency; Python callers
-   (grpc.aio, in this process) that honour the pushback of a shed call. Phases: 1 caller
-   (unloaded), C callers (at capacity), 4C callers with shedding, 4C callers without it (cap off).
+   (grpc.aio, in this process) that honour the pushback of a shed call. Phases:
+   C/4 callers (unloaded: light load), C callers (at capacity), 4C callers with shedding, 4C callers
+   without it (cap off).
    Reported: p50/p99 of the admitted calls, the share shed, other errors, the gateway's RSS.
 
 h2load (Debian package nghttp2-client) is installed by ``scripts/bench_deps.sh`` (``make bench``);
@@ -235,7 +236,7 @@ async def shedding(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(capped.ready(), uncapped.ready())
         await phase(capped.port, cap, 1.0)  # warm-up
         rss_start = capped.rss_kb()
-        out["unloaded"] = await phase(capped.port, 1, args.seconds)
+        out["unloaded"] = await phase(capped.port, max(1, cap // 4), args.seconds)  # light load: C/4 callers
         out["at_capacity"] = await phase(capped.port, cap, args.seconds)
         out["4x_with_shedding"] = await phase(capped.port, 4 * cap, args.seconds)
         out["rss_kb_before_after"] = [rss_start, capped.rss_kb()]
