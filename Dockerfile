@@ -5,9 +5,7 @@
 # root filesystem (give it a writable /tmp: --tmpfs /tmp, or an emptyDir in Kubernetes). No secret
 # is baked in: keys come from the environment (GATEWAY_ANTHROPIC_API_KEY, AWS_*, GATEWAY_API_KEYS)
 # or mounted files at run time.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # Code generators and build backend in their own venv (not shipped).
@@ -25,7 +23,7 @@ RUN PATH="/opt/tools/bin:$PATH" python -m grpc_tools.protoc -Iprotos --python_ou
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl
 
-FROM ${PYTHON_IMAGE} AS runtime
+FROM python:3.11-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="model-gateway" \
       org.opencontainers.image.description="gRPC gateway in front of Anthropic and AWS Bedrock"
 RUN groupadd --system --gid 10001 gateway \
@@ -43,6 +41,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /srv
 USER 10001:10001
 EXPOSE 50051
+# grpc.health.v1 on the local port (plaintext; Kubernetes uses its own gRPC probes instead).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-m", "gateway_server.healthcheck"]
 # The gateway drains on SIGTERM (server.grace_period); with --workers the supervisor forwards it.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["model-gateway"]

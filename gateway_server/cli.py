@@ -35,12 +35,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def serve(settings: GatewaySettings, *, reuse_port: bool = False, worker_id: int = 0) -> None:
     app = GatewayApp(settings, reuse_port=reuse_port, worker_id=worker_id)
+    loop = asyncio.get_running_loop()
+    # Before start(): a SIGHUP right after the "started" line must not end the process.
+    loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
     await app.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
     waiter = asyncio.ensure_future(app.wait_for_termination())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)

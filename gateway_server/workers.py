@@ -122,8 +122,9 @@ def _worker_main(settings: GatewaySettings, slot: int, supervisor_pid: int) -> N
     code = 1
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve() handles it (TLS reload)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         _die_with_parent()
         if os.getppid() != supervisor_pid:  # the supervisor died between fork and prctl

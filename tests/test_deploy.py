@@ -60,7 +60,7 @@ def test_every_object_passes_the_kubernetes_schema(rendered: list[dict[str, Any]
     kinds = sorted(d["kind"] for d in rendered)
     assert kinds == sorted(["Namespace", "ServiceAccount", "ConfigMap", "Service", "Service", "Service",
                             "Deployment", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-                            "ServiceMonitor"])
+                            "ServiceMonitor", "NetworkPolicy", "NetworkPolicy"])
     for doc in rendered:
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # a CRD: checked below
@@ -157,8 +157,8 @@ def test_dockerfile_passes_hadolint_and_is_built_right() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
-    assert len(stages) >= 2 and all("slim" in s or s.startswith("${") for s in stages)
-    assert "slim" in re.search(r"ARG PYTHON_IMAGE=(\S+)", text).group(1)  # type: ignore[union-attr]
+    assert len(stages) >= 2 and all(re.fullmatch(r"python:3\.\d+-slim-\w+", s) for s in stages), stages
+    assert "gateway_server.healthcheck" in text
     runtime = text[text.rindex("\nFROM "):]
     assert "grpc_tools.protoc" in text[:text.rindex("\nFROM ")]  # stubs generated at build time
     assert re.search(r"^USER 10001", runtime, re.M) and "STOPSIGNAL SIGTERM" in runtime
@@ -215,3 +215,25 @@ def test_compose_stack_fits_together() -> None:
 def test_the_example_configs_are_valid() -> None:
     """The image's default config is config/gateway.yaml: it must load as the image loads it."""
     settings_from_mapping(yaml.safe_load((ROOT / "config/gateway.yaml").read_text()), env_file=None)
+
+
+async def test_the_image_healthcheck_follows_the_service_health(gateway_factory: Any) -> None:
+    import asyncio
+    import os
+
+    from .conftest import mock_config
+
+    app = await gateway_factory(mock_config())
+
+    async def healthcheck() -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway_server.healthcheck", stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "GATEWAY_PORT": str(app.port)})
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode is not None
+        return proc.returncode, err.decode()
+
+    assert await healthcheck() == (0, "")
+    await app.grpc_health.enter_graceful_shutdown()  # what a drain does first
+    code, err = await healthcheck()
+    assert code == 1 and "NOT_SERVING" in err
