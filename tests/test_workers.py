@@ -14,15 +14,17 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
 from gateway_server.cli import main as gateway_main
 from gateway_server.workers import crash_looping, restart_delay
+from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 from orchestrator_client import GatewayClient
 
 from .conftest import mock_config
-from .helpers import GatewayProcess, gateway_process
+from .helpers import GatewayProcess, ask, gateway_process
 
 WORKERS_ENV = {"GATEWAY_WORKERS": "2"}
 
@@ -125,25 +127,40 @@ async def test_two_workers_answer_and_a_dead_worker_is_replaced(tmp_path: Path) 
             assert (await c.status(timeout=10)).status == "running"
             await c.close()
 
+        # SIGHUP (TLS reload) reaches every worker and ends none.
+        gw.proc.send_signal(signal.SIGHUP)
+        await gw.read_until(r"SIGHUP: forwarding to the workers")
+        await gw.read_until(r"SIGHUP: no TLS configured")
+        await gw.read_until(r"SIGHUP: no TLS configured")
         gw.proc.send_signal(signal.SIGTERM)
         assert await wait_exit(gw) == 0
 
 
 async def test_sigterm_drains_every_worker_with_calls_in_flight(tmp_path: Path) -> None:
-    config = write_config(tmp_path, providers={"mock": {"type": "mock", "latency_ms": 2000}},
+    """A stream in flight on each worker (its first words already received), then SIGTERM to the
+    supervisor: both streams run to their end, both workers exit 0, then the supervisor."""
+    config = write_config(tmp_path, providers={"mock": {"type": "mock", "stream_chunk_delay_ms": 400}},
                           server={"grace_period": 20})
     async with gateway_process(config, env=WORKERS_ENV) as gw:
         workers = await started_workers(gw)
         clients = await connect_to(gw.port, workers)
         try:
-            calls = [asyncio.ensure_future(c.generate("What is 25 + 75?", timeout=30)) for c in clients.values()]
-            # Let both calls reach their worker (the mock answers after 2 s); a call that had not
-            # would be refused by the drain and fail the assertion below.
-            await asyncio.sleep(0.5)
+            streams = []
+            for c in clients.values():  # each client's open connection reaches its own worker
+                assert c.channel is not None
+                stub = pb_grpc.ModelGatewayStub(c.channel)
+                streams.append(stub.GenerateStream(ask("Tell me about gateways"), timeout=30))
+            firsts = [await s.read() for s in streams]  # the start event: the call is being served
+            assert all(f.WhichOneof("event") == "start" for f in firsts), firsts
             gw.proc.send_signal(signal.SIGTERM)
             await gw.read_until(r"SIGTERM received: draining 2 worker")
-            results = await asyncio.gather(*calls)
-            assert [r.content for r in results] == ["100", "100"]
+            for stream in streams:
+                events = []
+                while (event := await stream.read()) is not grpc.aio.EOF:
+                    events.append(event)
+                text = "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
+                assert text == "Mock response to: Tell me about gateways"
+                assert events[-1].WhichOneof("event") == "end"
         finally:
             for c in clients.values():
                 await c.close()
@@ -151,7 +168,7 @@ async def test_sigterm_drains_every_worker_with_calls_in_flight(tmp_path: Path) 
         log = "".join(gw.lines)
         for wid, pid in workers.items():
             assert f"Worker {wid} (pid {pid}) exited (exit status 0)" in log, log
-        assert "All workers stopped" in log or "all workers stopped" in log
+        assert "Supervisor: all workers stopped" in log
 
 
 async def test_the_supervisor_gives_up_when_workers_keep_dying(tmp_path: Path) -> None:
