@@ -25,7 +25,7 @@ from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 from orchestrator_client import GatewayClient, GatewayUnavailableError
 
 from .conftest import GatewayFactory, mock_config
-from .helpers import gateway_process
+from .helpers import ask, gateway_process
 from .tls_ca import CertAuthority
 
 
@@ -173,7 +173,7 @@ async def test_sighup_rereads_the_certificate_without_dropping_calls(
     cert, key = reload_files
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(mock_config(
-        providers={"mock": {"type": "mock", "latency_ms": 1500}},
+        providers={"mock": {"type": "mock", "stream_chunk_delay_ms": 300}},
         server={"tls": {"cert_file": str(cert), "key_file": str(key), "client_ca_file": str(pki.client_ca_file)}})))
     new_ca = CertAuthority("rotated server CA")
     rotated = new_ca.issue("gateway.test", server=True)
@@ -181,10 +181,11 @@ async def test_sighup_rereads_the_certificate_without_dropping_calls(
         old_client = client(gw.port, pki, timeout=30)
         try:
             assert (await old_client.status(timeout=10)).status == "running"
-            in_flight = asyncio.ensure_future(old_client.generate("What is 25 + 75?", timeout=30))
-            # Let the call leave on the open connection (the mock answers after 1.5 s). Were it
-            # still queued at the SIGHUP, the assertions below would hold all the same.
-            await asyncio.sleep(0.3)
+            assert old_client.channel is not None
+            # A stream in flight across the reload: its start event is in before the SIGHUP.
+            stream = pb_grpc.ModelGatewayStub(old_client.channel).GenerateStream(
+                ask("Tell me about gateways"), timeout=30)
+            assert (await stream.read()).WhichOneof("event") == "start"
             rotated.write(tmp_path, "live")  # overwrites live.pem and live.key
             gw.proc.send_signal(signal.SIGHUP)
             await gw.read_until(r"TLS certificate files re-read")
@@ -199,8 +200,13 @@ async def test_sighup_rereads_the_certificate_without_dropping_calls(
                     await stale.status(timeout=5)  # the old CA no longer verifies the server
             finally:
                 await stale.close()
-            # The call in flight during the reload finished, and the old connection still works.
-            assert (await in_flight).content == "100"
+            # The stream in flight during the reload ran to its end, and the old connection still works.
+            events = []
+            while (event := await stream.read()) is not grpc.aio.EOF:
+                events.append(event)
+            assert "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta") == \
+                "Mock response to: Tell me about gateways"
+            assert events[-1].WhichOneof("event") == "end"
             assert (await old_client.status(timeout=10)).status == "running"
         finally:
             await old_client.close()
