@@ -210,9 +210,9 @@ class GatewaySettings(BaseSettings):
 
     @property
     def worker_count(self) -> int:
-        """Server processes to run: ``workers``, with "auto" the CPUs this process may use."""
+        """Server processes to run: ``workers``, with "auto" the CPUs this process may use (see usable_cpus)."""
         if self.workers == "auto":
-            return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+            return usable_cpus()
         return self.workers
 
     @field_validator("api_keys", mode="before")
@@ -257,6 +257,31 @@ class GatewaySettings(BaseSettings):
 
     def bedrock_region(self, cfg: BedrockProviderConfig) -> str | None:
         return cfg.region or self.aws_region
+
+
+def cgroup_cpu_limit(cpu_max: str) -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` line ("200000 100000": 2; "150000 100000": 2;
+    "max 100000": no limit, None)."""
+    parts = cpu_max.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (affinity), capped by its container's CPU limit (cgroup v2)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        limit = cgroup_cpu_limit(Path("/sys/fs/cgroup/cpu.max").read_text())
+    except OSError:
+        limit = None
+    return max(1, min(count, limit) if limit is not None else count)
 
 
 _PROVIDER_TAGS = {"anthropic", "bedrock", "mock"}

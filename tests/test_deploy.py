@@ -102,8 +102,7 @@ def test_the_deployment_runs_as_a_fleet(rendered: list[dict[str, Any]]) -> None:
     assert pre_stop[0] == "sleep"
     assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + settings.server.grace_period
     env = {e["name"]: e for e in c["env"]}
-    assert env["GATEWAY_WORKERS"]["value"] != "auto"  # "auto" counts the node's CPUs, not the limit
-    int(env["GATEWAY_WORKERS"]["value"])
+    assert int(env["GATEWAY_WORKERS"]["value"]) <= int(c["resources"]["limits"]["cpu"])
 
 
 def configmap_settings(rendered: list[dict[str, Any]]) -> Any:

@@ -90,12 +90,22 @@ def test_workers_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "workers: must be 'auto' or a number of processes from 1 to 256" in err[0], err
     monkeypatch.setenv("GATEWAY_WORKERS", "auto")
-    from gateway_server.settings import load_settings
+    from gateway_server.settings import load_settings, usable_cpus
 
-    assert load_settings(config).worker_count == len(os.sched_getaffinity(0))
+    assert load_settings(config).worker_count == usable_cpus() <= len(os.sched_getaffinity(0))
     monkeypatch.delenv("GATEWAY_WORKERS")
     assert load_settings(config).worker_count == 1
     assert load_settings(config, workers="3").worker_count == 3
+
+
+def test_auto_workers_follow_the_container_cpu_limit() -> None:
+    from gateway_server.settings import cgroup_cpu_limit
+
+    assert cgroup_cpu_limit("200000 100000\n") == 2
+    assert cgroup_cpu_limit("150000 100000") == 2  # 1.5 CPUs: 2 workers share them
+    assert cgroup_cpu_limit("50000 100000") == 1
+    assert cgroup_cpu_limit("max 100000") is None
+    assert cgroup_cpu_limit("") is None and cgroup_cpu_limit("x y") is None
 
 
 def test_restart_policy() -> None:
