@@ -59,7 +59,9 @@ class GatewayApp:
         # ones are refused by the transport itself (RESOURCE_EXHAUSTED).
         max_receive = s.server.max_request_bytes * 2
         self.servicer.worker_id = self.worker_id
-        server = grpc.aio.server(interceptors=[self.shedder], options=[
+        # No cap and no mTLS identity to record: no interceptor, no per-call cost.
+        needed = bool(self.shedder.capacity or self.shedder.identity)
+        server = grpc.aio.server(interceptors=[self.shedder] if needed else [], options=[
             ("grpc.max_receive_message_length", max_receive),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             *server_connection_options(s),
