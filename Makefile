@@ -10,7 +10,8 @@ STAMP   := $(VENV)/.install-stamp
 CONFIG  ?= $(or $(GATEWAY_CONFIG),config/gateway.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps codegen-check
+.PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps codegen-check \
+	bench-deps bench-serving image deploy-check deploy-checkov
 
 setup: $(STAMP)
 
@@ -51,7 +52,7 @@ demo: setup
 	$(BIN)/python -m gateway_server.demo
 
 clean:
-	rm -rf $(VENV) modelgateway build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov modelgateway build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # Contract and code checks: buf lint + breaking, mypy, ruff (scripts/lint.sh).
 lint: setup
@@ -76,3 +77,25 @@ soak: setup
 # Latency and throughput of the gateway against a fake upstream (bench/), printed as a table.
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-serving
+
+# Serving (bench/serving.py): calls/s with 1 and 2 workers (h2load), admitted-call latency at 4x the
+# load-shedding cap. SERVING_BENCH_ARGS=--quick for a smoke run.
+bench-serving: setup bench-deps
+	$(BIN)/python -m bench.serving $(SERVING_BENCH_ARGS)
+
+# h2load (Debian nghttp2-client) for bench-serving (root + apt only; skipped with a message elsewhere).
+bench-deps:
+	bash scripts/bench_deps.sh
+
+# Container image: hadolint, then build + smoke test where a Docker daemon answers (else skipped, said so).
+image: setup
+	bash scripts/image.sh
+
+# Deployment checks: kustomize render + Kubernetes schema + hadolint (fast; make test runs them too).
+deploy-check: setup
+	bash scripts/deploy_check.sh
+
+# The same plus checkov (opt-in, slow: installs checkov into .venv-checkov on first use).
+deploy-checkov: setup
+	bash scripts/deploy_check.sh --checkov

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +18,8 @@ from gateway_server.providers import build_providers
 from gateway_server.router import Router
 from gateway_server.servicer import ModelGatewayServicer
 from gateway_server.settings import GatewaySettings
+from gateway_server.shedding import LoadShedder
+from gateway_server.tls import ServerTls
 from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 
@@ -27,9 +31,19 @@ SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["ModelGateway"].full_name
 class GatewayApp:
     """One running gateway. ``await GatewayApp(settings).start()``; ``await app.stop()``."""
 
-    def __init__(self, settings: GatewaySettings, *, clock: Clock = time.monotonic) -> None:
+    def __init__(self, settings: GatewaySettings, *, clock: Clock = time.monotonic, reuse_port: bool = False,
+                 worker_id: int = 0) -> None:
+        """``clock``: outlier ejection's clock (tests pass a controllable one); ``reuse_port``: listen with
+        SO_REUSEPORT (one of several worker processes on one port); ``worker_id``: this process's index
+        under the supervisor (GetStatus, logs)."""
         self.settings = settings
-        self.clock = clock  # outlier ejection's clock (tests pass a controllable one)
+        self.clock = clock
+        self.reuse_port = reuse_port
+        self.worker_id = worker_id
+        # Read (and checked) before anything starts: a bad certificate is a start-up error.
+        self.tls = ServerTls(settings.server.tls) if settings.server.tls is not None else None
+        self.shedder = LoadShedder(settings.server.max_concurrent_calls, settings.server.shed_retry_after,
+                                   identity=self.tls is not None and self.tls.mutual)
         self.providers = build_providers(settings)
         self.health: HealthMonitor | None = None
         self.router: Router | None = None
@@ -53,18 +67,24 @@ class GatewayApp:
         # Requests up to twice the limit reach validation (INVALID_ARGUMENT naming the size); larger
         # ones are refused by the transport itself (RESOURCE_EXHAUSTED).
         max_receive = s.server.max_request_bytes * 2
-        server = grpc.aio.server(options=[
+        self.servicer.worker_id = self.worker_id
+        # No cap and no mTLS identity to record: no interceptor, no per-call cost.
+        needed = bool(self.shedder.capacity or self.shedder.identity)
+        server = grpc.aio.server(interceptors=[self.shedder] if needed else [], options=[
             ("grpc.max_receive_message_length", max_receive),
-            ("grpc.so_reuseport", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            *server_connection_options(s),
         ])
         pb_grpc.add_ModelGatewayServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, server)
         reflection.enable_server_reflection(
             (SERVICE_FULL_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         try:
-            self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+            address = f"{s.host}:{s.port}"
+            if self.tls is not None:
+                self.port = server.add_secure_port(address, self.tls.credentials())
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError:
             await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
             raise OSError(f"cannot listen on {s.host}:{s.port} (address in use or not available)") from None
@@ -76,9 +96,12 @@ class GatewayApp:
         self.health.on_change = self._serving_changed
         self.health.start()
         usable = [n for n, p in self.providers.items() if p.usable]
-        log.info("Gateway started with %d provider(s) on %s:%d: usable=%s default=%s fallback=%s",
+        log.info("Gateway started with %d provider(s) on %s:%d: usable=%s default=%s fallback=%s tls=%s "
+                 "max_concurrent_calls=%s worker=%d pid=%d",
                  len(self.providers), s.host, self.port, ",".join(usable) or "none",
-                 self.router.default_provider, ">".join(self.router.fallback_order) or "off")
+                 self.router.default_provider, ">".join(self.router.fallback_order) or "off",
+                 "mtls" if self.tls is not None and self.tls.mutual else "on" if self.tls is not None else "off",
+                 s.server.max_concurrent_calls or "unlimited", self.worker_id, os.getpid())
         return self
 
     def _serving_changed(self) -> None:
@@ -113,6 +136,29 @@ class GatewayApp:
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
         log.info("Gateway stopped")
 
+    def reload_tls(self) -> bool:
+        """SIGHUP: re-read the TLS files for the next handshakes (False: no TLS, or unusable files)."""
+        if self.tls is None:
+            log.info("SIGHUP: no TLS configured, nothing to reload")
+            return False
+        return self.tls.reload()
+
     async def wait_for_termination(self) -> None:
         if self.server is not None:
             await self.server.wait_for_termination()
+
+
+def server_connection_options(s: GatewaySettings) -> list[tuple[str, Any]]:
+    """Connection lifecycle (``server.*``): GOAWAY after max_connection_age so that clients reconnect
+    and spread over new replicas, then max_connection_age_grace for calls in flight; server pings on
+    idle connections (idle load balancers, dead peers)."""
+    c = s.server
+    return [
+        ("grpc.max_connection_age_ms", int(c.max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(c.max_connection_age_grace * 1000)),
+        ("grpc.keepalive_time_ms", int(c.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(c.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(c.keepalive_min_client_interval * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]

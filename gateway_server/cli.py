@@ -1,7 +1,10 @@
 """``model-gateway`` / ``python -m gateway_server [--config PATH]``: start the gateway.
 
 Exit status: 0 after a clean drain (SIGTERM/SIGINT), 2 for a bad configuration (one line on
-stderr naming the field), 1 when the server cannot start (e.g. the port is taken).
+stderr naming the field), 1 when the server cannot start (e.g. the port is taken), or, with
+``--workers`` > 1, when workers keep dying (see gateway_server.workers).
+
+SIGHUP re-reads the TLS certificate files (``server.tls``) without dropping a call.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from gateway_server.app import GatewayApp
 from gateway_server.logging_setup import configure_logging
 from gateway_server.settings import ConfigError, GatewaySettings, load_settings
+from gateway_server.tls import check_pair
 
 log = logging.getLogger("gateway_server")
 
@@ -24,15 +28,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="model-gateway", description="Model Gateway gRPC server.")
     parser.add_argument("--config", help="YAML config file (default: $GATEWAY_CONFIG or config/gateway.yaml)")
     parser.add_argument("--port", type=int, help="override the port (GATEWAY_PORT)")
+    parser.add_argument("--workers", help="server processes on the port: N or 'auto' (GATEWAY_WORKERS, default 1)")
     parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     return parser.parse_args(argv)
 
 
-async def serve(settings: GatewaySettings) -> None:
-    app = GatewayApp(settings)
+async def serve(settings: GatewaySettings, *, reuse_port: bool = False, worker_id: int = 0) -> None:
+    app = GatewayApp(settings, reuse_port=reuse_port, worker_id=worker_id)
+    loop = asyncio.get_running_loop()
+    # Before start(): a SIGHUP right after the "started" line must not end the process.
+    loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
     await app.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.ensure_future(app.wait_for_termination())
@@ -47,15 +54,27 @@ async def serve(settings: GatewaySettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        overrides = {"port": args.port} if args.port is not None else {}
+        overrides: dict[str, object] = {"port": args.port} if args.port is not None else {}
+        if args.workers is not None:
+            overrides["workers"] = args.workers
         settings = load_settings(args.config, **overrides)
     except ConfigError as exc:
         print(f"model-gateway: {exc}", file=sys.stderr)
         return 2
+    if settings.server.tls is not None:
+        try:
+            check_pair(settings.server.tls)
+        except ValueError as exc:
+            print(f"model-gateway: {exc}", file=sys.stderr)
+            return 2
     if args.check_config:
         print(f"model-gateway: configuration OK ({len(settings.providers)} providers)")
         return 0
     configure_logging(settings.log_level, settings.log_format)
+    if settings.worker_count > 1:
+        from gateway_server.workers import supervise  # the supervisor creates no gRPC object
+
+        return supervise(settings)
     try:
         asyncio.run(serve(settings))
     except OSError as exc:

@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -34,6 +35,7 @@ from gateway_server.providers.base import (
 )
 from gateway_server.router import Router, StreamStarted
 from gateway_server.settings import GatewaySettings
+from gateway_server.tls import CALLER_IDENTITY
 from gateway_server.validation import validate_count, validate_generate
 from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
@@ -74,6 +76,7 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self._limits = settings.limits
         self._max_request_bytes = settings.server.max_request_bytes
         self.draining = False
+        self.worker_id = 0  # this process's index under the supervisor (gateway_server.workers)
         self._api_keys = tuple(k.get_secret_value().encode() for k in settings.api_keys)
         self._provider_infos = [
             pb.ProviderInfo(name=name, type=p.type, models=list(p.models), default_model=p.default_model,
@@ -295,7 +298,8 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         return pb.GetStatusResponse(service=SERVICE_NAME, version=__version__,
                                     status="draining" if self.draining else "running",
                                     providers=list(self._providers),
-                                    default_provider=self._router.default_provider)
+                                    default_provider=self._router.default_provider,
+                                    worker_id=self.worker_id, worker_pid=os.getpid())
 
 
 def _tool_use(part: ToolUsePart) -> pb.ToolUseBlock:
@@ -326,6 +330,13 @@ def _path(attempts: list[pb.Attempt]) -> str:
 
 
 def _metadata_suffix(metadata: Mapping[str, str]) -> str:
+    identity = CALLER_IDENTITY.get()
+    if identity is not None:  # mTLS: the client certificate's subject names the caller
+        return " identity=" + json.dumps(identity, ensure_ascii=True) + _metadata_suffix_only(metadata)
+    return _metadata_suffix_only(metadata)
+
+
+def _metadata_suffix_only(metadata: Mapping[str, str]) -> str:
     if not metadata:
         return ""
     # JSON: a caller's newline or quote cannot forge a log line.

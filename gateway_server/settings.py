@@ -164,8 +164,43 @@ class HealthCheckConfig(_Strict):
     timeout: float = Field(5.0, gt=0)
 
 
+class TlsConfig(_Strict):
+    """Server TLS (``server.tls``): PEM files, re-read on SIGHUP. ``client_ca_file`` turns on mTLS."""
+
+    cert_file: Path
+    key_file: Path
+    # PEM of the CA(s) that sign client certificates: with it, callers must present a certificate
+    # signed by one of them (mTLS), and its subject names the caller (see gateway_server.tls).
+    client_ca_file: Path | None = None
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+
 class ServerConfig(_Strict):
     grace_period: float = Field(10.0, ge=0, description="Seconds in-flight calls get on SIGTERM.")
+    tls: TlsConfig | None = None
+    # Load shedding: calls in flight per process beyond which new calls get RESOURCE_EXHAUSTED at once
+    # (with a pushback of shed_retry_after); 0 turns it off. grpc.health.v1 and reflection are exempt.
+    max_concurrent_calls: int = Field(1000, ge=0)
+    shed_retry_after: float = Field(0.5, gt=0, description="Pushback sent with a shed call, seconds.")
+    # Connection lifecycle: after max_connection_age the server sends GOAWAY so that clients reconnect
+    # (and round-robin onto new replicas); calls in flight then get max_connection_age_grace to finish.
+    max_connection_age: float = Field(300.0, gt=0, description="Seconds; GOAWAY after this (+/-10% jitter).")
+    max_connection_age_grace: float = Field(600.0, ge=0, description="Seconds in-flight calls keep after GOAWAY.")
+    # Server-side HTTP/2 pings on idle connections: keep idle load balancers from dropping them and
+    # find dead peers. Clients may ping no more often than keepalive_min_client_interval.
+    keepalive_time: float = Field(60.0, gt=0, description="Seconds between server pings.")
+    keepalive_timeout: float = Field(20.0, gt=0, description="Seconds to wait for a ping's ack.")
+    keepalive_min_client_interval: float = Field(10.0, ge=0, description="Shortest client ping interval allowed.")
+    # --workers > 1: the supervisor gives up (stops all, exits 1) after more than this many worker
+    # deaths within worker_restart_window seconds.
+    worker_restart_limit: int = Field(5, ge=0)
+    worker_restart_window: float = Field(60.0, gt=0)
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     deadline_margin_ms: float = Field(20.0, ge=0, description="Kept back from the caller's deadline.")
     min_attempt_ms: float = Field(50.0, ge=0, description="No attempt starts with less time than this left.")
@@ -187,6 +222,8 @@ class GatewaySettings(BaseSettings):
     config: str | None = None  # the YAML file's path (GATEWAY_CONFIG), read by load_settings
     host: str = "0.0.0.0"
     port: int = Field(50051, ge=0, le=65535)
+    # Server processes on the one port (SO_REUSEPORT), under a supervisor when > 1; "auto": one per CPU.
+    workers: int | Literal["auto"] = 1
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     anthropic_api_key: SecretStr | None = None
@@ -215,6 +252,23 @@ class GatewaySettings(BaseSettings):
         if isinstance(data, dict) and isinstance(data.get("log_level"), str):
             data = {**data, "log_level": data["log_level"].upper()}
         return data
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: Any) -> Any:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= 256:
+            raise ValueError(f"must be 'auto' or a number of processes from 1 to 256, not {value!r}")
+        return int(text)
+
+    @property
+    def worker_count(self) -> int:
+        """Server processes to run: ``workers``, with "auto" the CPUs this process may use (see usable_cpus)."""
+        if self.workers == "auto":
+            return usable_cpus()
+        return self.workers
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -266,6 +320,31 @@ class GatewaySettings(BaseSettings):
 
     def bedrock_region(self, cfg: BedrockProviderConfig) -> str | None:
         return cfg.region or self.aws_region
+
+
+def cgroup_cpu_limit(cpu_max: str) -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` line ("200000 100000": 2; "150000 100000": 2;
+    "max 100000": no limit, None)."""
+    parts = cpu_max.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (affinity), capped by its container's CPU limit (cgroup v2)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        limit = cgroup_cpu_limit(Path("/sys/fs/cgroup/cpu.max").read_text())
+    except OSError:
+        limit = None
+    return max(1, min(count, limit) if limit is not None else count)
 
 
 _PROVIDER_TAGS = {"anthropic", "bedrock", "mock"}

@@ -55,6 +55,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import grpc
@@ -163,6 +164,11 @@ def _common_options() -> _Parser:
     tls = common.add_mutually_exclusive_group()
     tls.add_argument("--tls", dest="tls", action="store_const", const=True, help="use TLS")
     tls.add_argument("--insecure", dest="tls", action="store_const", const=False, help="plaintext")
+    common.add_argument("--ca", metavar="PEM", help="CA certificate(s) to trust for the gateway (implies --tls)")
+    common.add_argument("--cert", metavar="PEM", help="client certificate for mTLS (with --key; implies --tls)")
+    common.add_argument("--key", metavar="PEM", help="private key of --cert")
+    common.add_argument("--server-name", metavar="NAME",
+                        help="name expected in the gateway's certificate, when it differs from the target's host")
     common.add_argument("--timeout", type=float, help="budget of the whole call in seconds (default 60)")
     common.add_argument("--max-retries", type=int, help="total attempts (default 3)")
     common.add_argument("--retry-delay", type=float, help="base wait between attempts in s (default 1.0)")
@@ -261,6 +267,17 @@ def _make_client(args: argparse.Namespace) -> GatewayClient:
     for name in ("timeout", "retry_delay", "attempt_timeout"):
         if name in overrides and overrides[name] < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+    for option, name in (("ca", "root_certificates"), ("cert", "client_certificate"), ("key", "client_key")):
+        path = getattr(args, option, None)
+        if path is None:
+            continue
+        try:
+            overrides[name] = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--{option}: cannot read {path}: {exc.strerror or exc}") from None
+        overrides.setdefault("tls", True)
+    if getattr(args, "server_name", None):
+        overrides["tls_server_name"] = args.server_name
     try:
         return GatewayClient.from_settings(config.gateway, **overrides)
     except ValueError as exc:
@@ -443,6 +460,8 @@ def _print_status(status: Status, out: TextIO) -> None:
     out.write(f"{status.service} {status.version}: {status.status}\n")
     names = ", ".join(status.providers) or "-"
     out.write(f"Providers: {names} (default: {status.default_provider or '-'})\n")
+    if status.worker_pid:
+        out.write(f"Answered by: worker {status.worker_id} (pid {status.worker_pid})\n")
 
 
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -152,6 +152,8 @@ class GatewayClient:
         tls: bool | None = None,
         root_certificates: bytes | None = None,
         tls_server_name: str | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
         max_retries: int = 3,
         retry_delay: float = 1.0,
         timeout: float = 60.0,
@@ -203,7 +205,11 @@ class GatewayClient:
         self._clock = clock
         self._random = random
         self._log = log or logger
+        if (client_certificate is None) != (client_key is None):
+            raise ValueError("client_certificate and client_key go together (mTLS)")
         self._root_certificates = root_certificates
+        self._client_certificate = client_certificate
+        self._client_key = client_key
         self._static_metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
         )
@@ -253,8 +259,14 @@ class GatewayClient:
         root_certificates = (
             settings.root_certificates.read_bytes() if settings.root_certificates is not None else None
         )
+        client_certificate = (
+            settings.client_certificate.read_bytes() if settings.client_certificate is not None else None
+        )
+        client_key = settings.client_key.read_bytes() if settings.client_key is not None else None
         kwargs: dict[str, Any] = {
             "api_key": settings.api_key_value(),
+            "client_certificate": client_certificate,
+            "client_key": client_key,
             # None unless set explicitly: the scheme of whichever address is used decides.
             "tls": settings.tls,
             "root_certificates": root_certificates,
@@ -281,7 +293,11 @@ class GatewayClient:
             raise RuntimeError("GatewayClient is closed")
         if self._channel is None:
             if self.tls:
-                credentials = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=self._root_certificates,
+                    private_key=self._client_key,
+                    certificate_chain=self._client_certificate,
+                )
                 self._channel = grpc.aio.secure_channel(
                     self.target, credentials, options=self._channel_options
                 )

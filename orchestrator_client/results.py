@@ -433,6 +433,8 @@ class Status:
     status: str  # "running" or "draining"
     providers: tuple[str, ...] = ()
     default_provider: str = ""
+    worker_id: int = 0  # the answering server process's index (gateway --workers), and its pid
+    worker_pid: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.GetStatusResponse) -> Status:
@@ -442,6 +444,8 @@ class Status:
             status=msg.status,
             providers=tuple(msg.providers),
             default_provider=msg.default_provider,
+            worker_id=msg.worker_id,
+            worker_pid=msg.worker_pid,
         )
 
 

@@ -25,6 +25,7 @@ Every ``gateway`` key can be overridden by an environment variable named
 ``ORCHESTRATOR_GATEWAY_RETRY_DELAY``, ``ORCHESTRATOR_GATEWAY_ATTEMPT_TIMEOUT``,
 ``ORCHESTRATOR_GATEWAY_JITTER``, ``ORCHESTRATOR_GATEWAY_TLS``,
 ``ORCHESTRATOR_GATEWAY_ROOT_CERTIFICATES``, ``ORCHESTRATOR_GATEWAY_TLS_SERVER_NAME``,
+``ORCHESTRATOR_GATEWAY_CLIENT_CERTIFICATE``, ``ORCHESTRATOR_GATEWAY_CLIENT_KEY`` (mTLS),
 ``ORCHESTRATOR_GATEWAY_RETRYABLE_CODES``, ``ORCHESTRATOR_GATEWAY_NON_RETRYABLE_CODES`` (a JSON list
 or comma-separated names), ``ORCHESTRATOR_GATEWAY_KEEPALIVE_TIME``,
 ``ORCHESTRATOR_GATEWAY_KEEPALIVE_TIMEOUT``, ``ORCHESTRATOR_GATEWAY_LOAD_BALANCING``.
@@ -102,6 +103,8 @@ class GatewayClientSettings(BaseSettings):
     tls: bool | None = Field(default=None, description="None: TLS for https:// and grpcs:// urls")
     root_certificates: Path | None = Field(default=None, description="PEM file of trusted CAs")
     tls_server_name: str | None = None
+    client_certificate: Path | None = Field(default=None, description="PEM client certificate chain (mTLS)")
+    client_key: Path | None = Field(default=None, description="PEM private key of client_certificate")
     retryable_codes: tuple[str, ...] | None = None
     non_retryable_codes: tuple[str, ...] | None = None
     keepalive_time: float = Field(default=60.0, gt=0)
