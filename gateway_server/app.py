@@ -9,7 +9,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway_server.auth import AuthInterceptor, KeyRing, Scope
 from gateway_server.health import HealthMonitor
+from gateway_server.limits import Limiter
 from gateway_server.providers import build_providers
 from gateway_server.router import Router
 from gateway_server.servicer import ModelGatewayServicer
@@ -31,6 +33,7 @@ class GatewayApp:
         self.health: HealthMonitor | None = None
         self.router: Router | None = None
         self.servicer: ModelGatewayServicer | None = None
+        self.limiter: Limiter | None = None
         self.grpc_health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -42,11 +45,15 @@ class GatewayApp:
         self.health = HealthMonitor(self.providers, interval=s.health_check.interval,
                                     timeout=s.health_check.timeout, enabled=s.health_check.enabled)
         self.router = Router(s, self.providers, self.health)
-        self.servicer = ModelGatewayServicer(s, self.providers, self.router, self.health)
+        # API keys, scopes and limits (auth.py, limits/): one interceptor checks every RPC.
+        keys = KeyRing.from_settings(s)
+        scope = Scope(self.router.default_provider, {n: p.default_model for n, p in self.providers.items()})
+        self.limiter = Limiter.from_settings(s, keys, scope)
+        self.servicer = ModelGatewayServicer(s, self.providers, self.router, self.health, self.limiter)
         # Requests up to twice the limit reach validation (INVALID_ARGUMENT naming the size); larger
         # ones are refused by the transport itself (RESOURCE_EXHAUSTED).
         max_receive = s.server.max_request_bytes * 2
-        server = grpc.aio.server(options=[
+        server = grpc.aio.server(interceptors=[AuthInterceptor(keys, scope)], options=[
             ("grpc.max_receive_message_length", max_receive),
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
@@ -83,6 +90,8 @@ class GatewayApp:
             await self.server.stop(grace)
         if self.health is not None:
             await self.health.stop()
+        if self.limiter is not None:
+            await self.limiter.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
         log.info("Gateway stopped")
 

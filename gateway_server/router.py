@@ -29,6 +29,9 @@ from modelgateway.v1 import model_gateway_pb2 as pb
 log = logging.getLogger("gateway_server.router")
 
 T = TypeVar("T")
+# Consulted before a provider is called with a model: (reason, message) to skip it, e.g. a provider
+# at the gateway's own limit for it (PROVIDER_RATE_LIMITED) or outside the caller's scope.
+Admit = Callable[[str, str], Awaitable[tuple[str, str] | None]]
 
 
 @dataclass(slots=True)
@@ -113,20 +116,21 @@ class Router:
                                    metadata={"provider": first.name})
 
     async def generate(self, request: ProviderRequest, *, provider: str, model: str,
-                       deadline: float | None) -> RouteResult:
+                       deadline: float | None, admit: Admit | None = None) -> RouteResult:
         """Run the chain. ``deadline`` is an event-loop time (loop.time()), None for no deadline."""
 
         async def call(p: Provider, target_model: str, timeout: float) -> ProviderResponse:
             return await p.generate(request, target_model, timeout)
 
         response, name, attempts = await self._run_chain(request, provider, model, deadline, call,
-                                                         lambda p: p.timeout)
+                                                         lambda p: p.timeout, admit=admit)
         if response.model and response.model != attempts[-1].model:
             attempts[-1].model = response.model
         return RouteResult(response=response, provider=name, attempts=attempts)
 
     async def stream(self, request: ProviderRequest, *, provider: str, model: str,
-                     deadline: float | None) -> AsyncGenerator[StreamStarted | StreamEvent, None]:
+                     deadline: float | None, admit: Admit | None = None
+                     ) -> AsyncGenerator[StreamStarted | StreamEvent, None]:
         """Stream through the chain: fall back until the first content event, never after it.
 
         Yields one StreamStarted, the provider's content events, then its StreamDone. A failure after
@@ -148,7 +152,7 @@ class Router:
                 raise
 
         (upstream, event), name, attempts = await self._run_chain(
-            request, provider, model, deadline, call, lambda p: p.first_token_timeout)
+            request, provider, model, deadline, call, lambda p: p.first_token_timeout, admit=admit)
         p = self._providers[name]
         first_token_ms = (time.perf_counter() - started) * 1000
         stream_deadline = loop.time() + p.stream_timeout
@@ -200,7 +204,8 @@ class Router:
 
     async def _run_chain(self, request: ProviderRequest, provider: str, model: str, deadline: float | None,
                          call: Callable[[Provider, str, float], Awaitable[T]],
-                         base_timeout: Callable[[Provider], float]) -> tuple[T, str, list[pb.Attempt]]:
+                         base_timeout: Callable[[Provider], float], admit: Admit | None = None
+                         ) -> tuple[T, str, list[pb.Attempt]]:
         """The chain with retries and fallback: (what ``call`` returned, the provider, the attempts)."""
         loop = asyncio.get_running_loop()
         first = provider or self.default_provider
@@ -232,6 +237,13 @@ class Router:
                 attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
                                            reason="UNSUPPORTED_BY_PROVIDER", message=f"{field}: {why}"))
                 continue
+            if admit is not None:
+                skip = await admit(name, self._models.resolve(model, name, default_model=p.default_model,
+                                                              provider_models=p.models, first=index == 0))
+                if skip is not None:
+                    attempts.append(pb.Attempt(provider=name, outcome=pb.ATTEMPT_OUTCOME_SKIPPED,
+                                               reason=skip[0], message=skip[1]))
+                    continue
             tried += 1
             target_model = self._models.resolve(model, name, default_model=p.default_model,
                                                 provider_models=p.models, first=index == 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -16,8 +15,11 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from gateway_server import __version__
+from gateway_server.auth import KeyRing, Scope, current_caller
 from gateway_server.errors import GatewayError
 from gateway_server.health import HealthMonitor
+from gateway_server.limits import CallQuota, Limiter, MemoryBackend
+from gateway_server.limits.usage import usage_response
 from gateway_server.providers import Provider, ProviderRequest
 from gateway_server.providers.base import TextDelta, TextPart, ToolUseDelta, ToolUsePart
 from gateway_server.router import Router, StreamStarted
@@ -33,16 +35,13 @@ REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 
 
-def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str]:
-    """(request id, the bearer token sent or "") from the call's metadata, in one pass."""
-    request_id = token = ""
+def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The request id from the call's metadata, else a new one. (Who calls: auth.current_caller().)"""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID \
                 and value.isprintable():
-            request_id = value
-        elif key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
-            token = value[7:].strip()
-    return request_id or uuid.uuid4().hex, token
+            return value
+    return uuid.uuid4().hex
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -53,7 +52,7 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
     def __init__(self, settings: GatewaySettings, providers: Mapping[str, Provider], router: Router,
-                 health: HealthMonitor) -> None:
+                 health: HealthMonitor, limiter: Limiter | None = None) -> None:
         self._settings = settings
         self._providers = providers
         self._router = router
@@ -61,43 +60,24 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self._limits = settings.limits
         self._max_request_bytes = settings.server.max_request_bytes
         self.draining = False
-        self._api_keys = tuple(k.get_secret_value().encode() for k in settings.api_keys)
+        # API keys are checked by auth.AuthInterceptor, before any of these methods runs.
+        self._limiter = limiter or Limiter(settings, MemoryBackend(), KeyRing(()), Scope(router.default_provider, {}))
         self._provider_infos = [
             pb.ProviderInfo(name=name, type=p.type, models=list(p.models), default_model=p.default_model,
                             region=p.region, enabled=p.enabled, configured=p.configured)
             for name, p in providers.items()
         ]
 
-    def _authorize(self, token: str) -> None:
-        if not self._api_keys:
-            return
-        sent = token.encode()
-        if not any(hmac.compare_digest(sent, key) for key in self._api_keys):
-            raise GatewayError(grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY",
-                               "missing or unknown API key: send 'authorization: Bearer <key>'")
-
-    async def _check_caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-        """The request id; aborts UNAUTHENTICATED when API keys are required and none matches."""
-        request_id, token = _caller(context)
-        try:
-            self._authorize(token)
-        except GatewayError as err:
-            log.warning("Rejected call: request_id=%s peer=%s code=UNAUTHENTICATED", request_id, context.peer())
-            await context.abort(err.code, err.message,
-                                trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
-        return request_id
-
-    def _prepare(self, request: pb.GenerateRequest, token: str,
+    def _prepare(self, request: pb.GenerateRequest,
                  context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ProviderRequest, float | None]:
-        """Authorize, validate and resolve the deadline (an event-loop time), or raise GatewayError."""
-        self._authorize(token)
+        """Validate and resolve the deadline (an event-loop time), or raise GatewayError."""
         provider_request = validate_generate(request, self._limits, self._max_request_bytes)
         self._router.check_target(request.provider, request.model)
         remaining = context.time_remaining()
         return provider_request, None if remaining is None else asyncio.get_running_loop().time() + remaining
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str, request: pb.GenerateRequest,
-                     err: GatewayError | None, started: float) -> None:
+                     err: GatewayError | None, started: float, quota: CallQuota | None = None) -> None:
         """End the call with the error's status and details; None: a gateway bug (INTERNAL, no traceback)."""
         if err is None:
             log.exception("request_id=%s outcome=bug: unexpected failure", request_id)
@@ -105,27 +85,36 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                                f"internal gateway error (request_id {request_id})")
         else:
             self._log_failure(request_id, request, err, started)
+        quota_trailers: tuple[tuple[str, str], ...] = ()
+        if quota is not None:
+            await quota.release()
+            quota_trailers = quota.trailers()
         await context.abort(err.code, err.message,
-                            trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
+                            trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata(),
+                                               *quota_trailers))
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateResponse]
     ) -> pb.GenerateResponse:
         started = time.perf_counter()
-        request_id, token = _caller(context)
+        request_id = _caller(context)
+        quota = self._limiter.call(current_caller(), context)
         try:
-            provider_request, deadline = self._prepare(request, token, context)
+            provider_request, deadline = self._prepare(request, context)
+            await quota.admit(provider_request, request.provider, request.model)
             result = await self._router.generate(provider_request, provider=request.provider,
-                                                 model=request.model, deadline=deadline)
+                                                 model=request.model, deadline=deadline, admit=quota.admit_provider)
         except GatewayError as err:
-            await self._abort(context, request_id, request, err, started)
+            await self._abort(context, request_id, request, quota.explain(err), started, quota)
             raise  # unreachable: abort raises
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception:
-            await self._abort(context, request_id, request, None, started)
+            await self._abort(context, request_id, request, None, started, quota)
             raise
         r = result.response
+        await quota.settle(result.provider, r.model, r.input_tokens, r.output_tokens)
+        context.set_trailing_metadata(quota.trailers())
         latency_ms = (time.perf_counter() - started) * 1000
         total = r.input_tokens + r.output_tokens
         fallback_note = f" (fallback from {result.attempts[0].provider})" if len(result.attempts) > 1 else ""
@@ -145,13 +134,16 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateStreamResponse],
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         started = time.perf_counter()
-        request_id, token = _caller(context)
+        request_id = _caller(context)
         head: StreamStarted | None = None
+        quota = self._limiter.call(current_caller(), context)
         try:
-            provider_request, deadline = self._prepare(request, token, context)
+            provider_request, deadline = self._prepare(request, context)
+            await quota.admit(provider_request, request.provider, request.model)
             # aclosing: a cancel while suspended at a yield closes the provider's stream right here.
             async with contextlib.aclosing(self._router.stream(
-                    provider_request, provider=request.provider, model=request.model, deadline=deadline)) as items:
+                    provider_request, provider=request.provider, model=request.model, deadline=deadline,
+                    admit=quota.admit_provider)) as items:
                 async for item in items:
                     if isinstance(item, TextDelta):
                         yield pb.GenerateStreamResponse(delta=pb.ContentDelta(index=item.index, text=item.text))
@@ -163,6 +155,8 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                         yield pb.GenerateStreamResponse(start=pb.StreamStart(
                             provider=item.provider, model=item.model, request_id=request_id))
                     elif head is not None:  # StreamDone
+                        await quota.settle(head.provider, item.model, item.input_tokens, item.output_tokens)
+                        context.set_trailing_metadata(quota.trailers())
                         total = item.input_tokens + item.output_tokens
                         latency_ms = (time.perf_counter() - started) * 1000
                         log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
@@ -177,11 +171,11 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         except GatewayError as err:
             if head is not None and not err.attempts:
                 err.attempts = head.attempts
-            await self._abort(context, request_id, request, err, started)
+            await self._abort(context, request_id, request, quota.explain(err), started, quota)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception:
-            await self._abort(context, request_id, request, None, started)
+            await self._abort(context, request_id, request, None, started, quota)
 
     def _log_failure(self, request_id: str, request: pb.GenerateRequest, err: GatewayError, started: float) -> None:
         path = _path(err.attempts)
@@ -193,8 +187,6 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
     async def Health(
         self, request: pb.HealthRequest, context: grpc.aio.ServicerContext[pb.HealthRequest, pb.HealthResponse]
     ) -> pb.HealthResponse:
-        if self._api_keys:
-            await self._check_caller(context)
         entries = []
         for name, p in self._providers.items():
             state = self._health.states[name]
@@ -208,8 +200,6 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self, request: pb.ListProvidersRequest,
         context: grpc.aio.ServicerContext[pb.ListProvidersRequest, pb.ListProvidersResponse],
     ) -> pb.ListProvidersResponse:
-        if self._api_keys:
-            await self._check_caller(context)
         return pb.ListProvidersResponse(providers=self._provider_infos,
                                         default_provider=self._router.default_provider,
                                         fallback_order=list(self._router.fallback_order))
@@ -218,12 +208,22 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self, request: pb.GetStatusRequest,
         context: grpc.aio.ServicerContext[pb.GetStatusRequest, pb.GetStatusResponse],
     ) -> pb.GetStatusResponse:
-        if self._api_keys:
-            await self._check_caller(context)
         return pb.GetStatusResponse(service=SERVICE_NAME, version=__version__,
                                     status="draining" if self.draining else "running",
                                     providers=list(self._providers),
                                     default_provider=self._router.default_provider)
+
+    async def GetUsage(
+        self, request: pb.GetUsageRequest,
+        context: grpc.aio.ServicerContext[pb.GetUsageRequest, pb.GetUsageResponse],
+    ) -> pb.GetUsageResponse:
+        # Admin keys only: checked by auth.AuthInterceptor (ADMIN_METHODS).
+        try:
+            reports, available = await self._limiter.usage(request.key)
+        except GatewayError as err:
+            await context.abort(err.code, err.message, trailing_metadata=tuple(err.trailing_metadata()))
+            raise  # unreachable: abort raises
+        return usage_response(reports, available, self._limiter.backend.name)
 
 
 def _tool_use(part: ToolUsePart) -> pb.ToolUseBlock:
