@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.install-stamp
 CONFIG  ?= config/gateway.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup stubs run test demo lint bench clean node-deps contract-baseline codegen-deps
+.PHONY: setup stubs run test demo lint bench clean node-deps contract-baseline codegen-deps test-deps
 
 setup: $(STAMP)
 
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml $(STUBS)
 run: setup
 	$(BIN)/python -m gateway_server --config $(CONFIG)
 
-test: setup node-deps codegen-deps
+test: setup node-deps codegen-deps test-deps
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -57,6 +57,10 @@ contract-baseline: setup
 # Debian's gRPC plugins for C++ and Java, for the service-stub generation checks (root + apt only).
 codegen-deps:
 	bash scripts/codegen_deps.sh
+
+# Debian's redis-server for the shared rate-limit tests (root + apt only; installed when missing).
+test-deps:
+	bash scripts/test_deps.sh
 
 # npm dependencies of the Node.js example (skipped with a message where npm is absent).
 node-deps:

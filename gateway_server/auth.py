@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import logging
 import os
-import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -38,7 +37,6 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # RPCs only a key marked admin may call.
 ADMIN_METHODS = frozenset({"/modelgateway.v1.ModelGateway/GetUsage"})
 REQUEST_ID_HEADER = "x-request-id"
-SECRET_PREFIX = "mgk_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +66,6 @@ def current_caller() -> Caller:
 
 def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
-
-
-def new_secret() -> str:
-    """A new random API key secret (32 random bytes, URL-safe)."""
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
 def expand_models(models: Iterable[str], aliases: Mapping[str, Mapping[str, str]]) -> frozenset[str]:

@@ -71,7 +71,7 @@ if mode == 'admit' then
         store(key, v - b, a, rate)
       elseif kind == 'cc' then
         redis.call('ZADD', key, b, call_id)
-        redis.call('EXPIREAT', key, math.ceil(b) + 1)
+        redis.call('EXPIRE', key, math.ceil(b - now) + 1)
       elseif kind == 'ct' then
         redis.call('HINCRBY', key, 'req', 1)
         redis.call('EXPIRE', key, a)

@@ -397,16 +397,16 @@ class CallQuota:
         if verdicts is None:  # fail open
             return
         key_verdicts = verdicts[:key_rules]
-        failed = [(c, v) for c, v in zip(checks[:key_rules], key_verdicts, strict=True) if not v.ok]
-        if failed:
-            raise self._refusal(failed)
-        self._open = True
-        self._slot = lim is not None and bool(lim.max_concurrent)
         for c, v in zip(checks[:key_rules], key_verdicts, strict=True):
             if c.kind == "tb" and c.key.endswith(":rpm"):
                 self._remaining_requests = v.remaining
             elif c.kind == "tb":
                 self._remaining_tokens = v.remaining
+        failed = [(c, v) for c, v in zip(checks[:key_rules], key_verdicts, strict=True) if not v.ok]
+        if failed:
+            raise self._refusal(failed)
+        self._open = True
+        self._slot = lim is not None and bool(lim.max_concurrent)
         if provider_checks:
             self._hold(first, provider_checks, verdicts[-len(provider_checks):])
 
@@ -522,9 +522,10 @@ class CallQuota:
         return better
 
     def _refusal(self, failed: list[tuple[Check, Verdict]]) -> GatewayError:
-        # A budget outranks concurrency, which outranks the rates: the wait that matters most.
+        # A budget outranks concurrency, which outranks the rates; the longest wait first (the call
+        # can pass only when every rule does).
         order = {"bg": 0, "cc": 1, "tb": 2}
-        failed.sort(key=lambda cv: order[cv[0].kind])
+        failed.sort(key=lambda cv: (order[cv[0].kind], -cv[1].wait))
         check, verdict = failed[0]
         name = _limit_name(check)
         if check.kind == "bg":
