@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from gateway_server.pricing import ModelPrice
+
 DEFAULT_CONFIG_PATH = "config/gateway.yaml"
 
 
@@ -126,6 +128,17 @@ class LimitsConfig(_Strict):
     default_max_tokens: int = Field(4096, ge=1)
 
 
+class ObservabilityConfig(_Strict):
+    """Traces and logs (README "Observability"); metrics are GATEWAY_METRICS_PORT."""
+
+    # Record prompt and completion text in trace spans (gen_ai.input.messages / gen_ai.output.messages).
+    # Off: spans carry token counts, models and outcomes, never content.
+    trace_content: bool = False
+
+
+_CALLER_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_file=".env", extra="forbid", frozen=True, env_nested_delimiter="__"
@@ -141,6 +154,12 @@ class GatewaySettings(BaseSettings):
     # Callers must send "authorization: Bearer <one of these>" when any is set (GATEWAY_API_KEYS,
     # comma-separated). grpc.health.v1 and reflection stay open.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Named keys (GATEWAY_NAMED_API_KEYS='{"team-a": "key"}'): accepted like api_keys, and the name is
+    # the caller label of metrics and logs (an unnamed key, or none: "anonymous").
+    named_api_keys: dict[Annotated[str, Field(pattern=_CALLER_NAME)], SecretStr] = Field(default_factory=dict)
+    # Prometheus /metrics on its own port (never the gRPC port); 0 disables. Host: metrics_host, else host.
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    metrics_host: str | None = None
 
     default_provider: str = "anthropic"
     # When no real provider has credentials, answer from the mock provider (development).
@@ -153,6 +172,9 @@ class GatewaySettings(BaseSettings):
     health_check: HealthCheckConfig = HealthCheckConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+    # Model id -> list prices (USD per million tokens); a model missing here costs 0 ("priced: false").
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
