@@ -127,6 +127,7 @@ class GatewayMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.model = LabelSet(models)
         self.caller = LabelSet(callers)
+        providers = tuple(providers)
         self.provider = LabelSet(providers)
         r = self.registry
         self.request_duration = Histogram(
@@ -157,6 +158,8 @@ class GatewayMetrics:
             ["from_provider", "to_provider", "reason"], registry=r)
         self.retries = Counter(
             "gateway_provider_retries", "Same-provider retries", ["provider"], registry=r)
+        for name in providers:  # a series per provider from the start: rate() sees the first retry
+            self.retries.labels(name)
         self.overhead = Histogram(
             "gateway_overhead_seconds",
             "Gateway time per call outside the provider calls (for streams: up to the first event)",
