@@ -10,8 +10,9 @@ RPC called with a key not marked admin: PERMISSION_DENIED.
 
 Keys come from the ``keys`` section (a name, the secret's SHA-256 or an environment variable
 holding it, scopes, limits, a budget) and from ``GATEWAY_API_KEYS`` (keys without scopes or
-limits of their own, named ``env-key-1``, ...). With no key configured at all the gateway is open
-and every call runs as the anonymous caller.
+limits of their own: each is the anonymous caller) and ``named_api_keys`` (keys without scopes or
+limits, named). With no key configured at all the gateway is open and every call runs as the
+anonymous caller.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class KeyRing:
 
     def __init__(self, entries: Iterable[tuple[bytes, Caller]]) -> None:
         self._entries = tuple(entries)
-        self.callers = tuple(caller for _, caller in self._entries)
+        # The named keys (GetUsage reports these).
+        self.callers = tuple(caller for _, caller in self._entries if not caller.anonymous)
 
     @property
     def enabled(self) -> bool:
@@ -103,8 +105,11 @@ class KeyRing:
                 providers=frozenset(cfg.providers) if cfg.providers else None,
                 models=expand_models(cfg.models, settings.model_aliases) if cfg.models else None,
                 limits=cfg.limits, budget=cfg.budget)))
-        for i, secret in enumerate(settings.api_keys, 1):
-            entries.append((digest(secret.get_secret_value()), Caller(name=f"env-key-{i}")))
+        for name, secret in settings.named_api_keys.items():
+            entries.append((digest(secret.get_secret_value()), Caller(name=name)))
+        # GATEWAY_API_KEYS: unnamed keys, each one the anonymous caller (no scope, no limits of its own).
+        for secret in settings.api_keys:
+            entries.append((digest(secret.get_secret_value()), ANONYMOUS))
         return cls(entries)
 
     def lookup(self, token: str) -> Caller | None:

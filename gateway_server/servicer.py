@@ -20,6 +20,8 @@ from gateway_server.errors import GatewayError
 from gateway_server.health import HealthMonitor
 from gateway_server.limits import CallQuota, Limiter, MemoryBackend
 from gateway_server.limits.usage import usage_response
+from gateway_server.observe import CallObserver, CallRecord
+from gateway_server.pricing import PriceTable
 from gateway_server.providers import Provider, ProviderRequest
 from gateway_server.providers.base import TextDelta, TextPart, ToolUseDelta, ToolUsePart
 from gateway_server.router import Router, StreamStarted
@@ -33,15 +35,23 @@ log = logging.getLogger("gateway_server.requests")
 SERVICE_NAME = "Model Gateway"
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
+_GENERATE = f"{pb.DESCRIPTOR.services_by_name['ModelGateway'].full_name}/Generate"
+_GENERATE_STREAM = f"{pb.DESCRIPTOR.services_by_name['ModelGateway'].full_name}/GenerateStream"
 
 
-def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The request id from the call's metadata, else a new one. (Who calls: auth.current_caller().)"""
+def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str, str]:
+    """(request id, W3C traceparent, tracestate) from the call's metadata, in one pass.
+    (Who calls: auth.current_caller(), set by auth.AuthInterceptor.)"""
+    request_id = traceparent = tracestate = ""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID \
                 and value.isprintable():
-            return value
-    return uuid.uuid4().hex
+            request_id = value
+        elif key == "traceparent" and isinstance(value, str):
+            traceparent = value
+        elif key == "tracestate" and isinstance(value, str):
+            tracestate = value
+    return request_id or uuid.uuid4().hex, traceparent, tracestate
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -52,7 +62,7 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
     def __init__(self, settings: GatewaySettings, providers: Mapping[str, Provider], router: Router,
-                 health: HealthMonitor, limiter: Limiter | None = None) -> None:
+                 health: HealthMonitor, observer: CallObserver | None = None, limiter: Limiter | None = None) -> None:
         self._settings = settings
         self._providers = providers
         self._router = router
@@ -62,29 +72,38 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self.draining = False
         # API keys are checked by auth.AuthInterceptor, before any of these methods runs.
         self._limiter = limiter or Limiter(settings, MemoryBackend(), KeyRing(()), Scope(router.default_provider, {}))
+        self._observer = observer if observer is not None else CallObserver(
+            provider_types={n: p.type for n, p in providers.items()}, prices=PriceTable(settings.pricing),
+            metrics=None, tracer=None)
         self._provider_infos = [
             pb.ProviderInfo(name=name, type=p.type, models=list(p.models), default_model=p.default_model,
                             region=p.region, enabled=p.enabled, configured=p.configured)
             for name, p in providers.items()
         ]
 
-    def _prepare(self, request: pb.GenerateRequest,
-                 context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ProviderRequest, float | None]:
+    def _prepare(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any],
+                 call: CallRecord) -> tuple[ProviderRequest, float | None]:
         """Validate and resolve the deadline (an event-loop time), or raise GatewayError."""
         provider_request = validate_generate(request, self._limits, self._max_request_bytes)
         self._router.check_target(request.provider, request.model)
+        if self._observer.record_content:
+            call.input_messages = _content_of(request)
         remaining = context.time_remaining()
+        call.routing()
         return provider_request, None if remaining is None else asyncio.get_running_loop().time() + remaining
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str, request: pb.GenerateRequest,
-                     err: GatewayError | None, started: float, quota: CallQuota | None = None) -> None:
+                     err: GatewayError | None, started: float, call: CallRecord, quota: CallQuota | None = None
+                     ) -> None:
         """End the call with the error's status and details; None: a gateway bug (INTERNAL, no traceback)."""
         if err is None:
             log.exception("request_id=%s outcome=bug: unexpected failure", request_id)
             err = GatewayError(grpc.StatusCode.INTERNAL, "INTERNAL",
                                f"internal gateway error (request_id {request_id})")
+            call.failed(err.code.name, ())
+            self._observer.finish(call)
         else:
-            self._log_failure(request_id, request, err, started)
+            self._log_failure(request_id, request, err, started, call)
         quota_trailers: tuple[tuple[str, str], ...] = ()
         if quota is not None:
             await quota.release()
@@ -97,33 +116,45 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateResponse]
     ) -> pb.GenerateResponse:
         started = time.perf_counter()
-        request_id = _caller(context)
-        quota = self._limiter.call(current_caller(), context)
+        request_id, traceparent, tracestate = _caller(context)
+        call = self._observer.start(_GENERATE, request_id, request.model, traceparent, tracestate)
+        caller = current_caller()
+        call.caller = caller.name
+        quota = self._limiter.call(caller, context)
         try:
-            provider_request, deadline = self._prepare(request, context)
+            provider_request, deadline = self._prepare(request, context, call)
             await quota.admit(provider_request, request.provider, request.model)
             result = await self._router.generate(provider_request, provider=request.provider,
                                                  model=request.model, deadline=deadline, admit=quota.admit_provider)
         except GatewayError as err:
-            await self._abort(context, request_id, request, quota.explain(err), started, quota)
+            await self._abort(context, request_id, request, quota.explain(err), started, call, quota)
             raise  # unreachable: abort raises
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:
-            await self._abort(context, request_id, request, None, started, quota)
+            await self._abort(context, request_id, request, None, started, call, quota)
             raise
         r = result.response
         await quota.settle(result.provider, r.model, r.input_tokens, r.output_tokens)
         context.set_trailing_metadata(quota.trailers())
-        latency_ms = (time.perf_counter() - started) * 1000
         total = r.input_tokens + r.output_tokens
+        call.provider, call.attempts, call.finish_reason = result.provider, result.attempts, r.finish_reason
+        cost = self._observer.price(call, r.model, r.input_tokens, r.output_tokens)
+        if self._observer.record_content:
+            call.output_text = r.content
+        latency_ms = self._observer.finish(call) * 1000
         fallback_note = f" (fallback from {result.attempts[0].provider})" if len(result.attempts) > 1 else ""
         log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                 "path=%s%s%s", request_id, result.provider, r.model, total, latency_ms, _path(result.attempts),
-                 _metadata_suffix(request.metadata), fallback_note)
+                 "path=%s cost_usd=%.6f caller=%s%s%s%s", request_id, result.provider, r.model, total, latency_ms,
+                 _path(result.attempts), cost, call.caller, _trace_suffix(call), _metadata_suffix(request.metadata),
+                 fallback_note, extra=self._observer.log_fields(call, latency_ms))
         return pb.GenerateResponse(
             content=r.content, model=r.model, provider=result.provider,
-            usage=pb.Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens, total_tokens=total),
+            usage=pb.Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens, total_tokens=total,
+                           cost_usd=cost),
             finish_reason=r.finish_reason, latency_ms=latency_ms, request_id=request_id,
             attempts=result.attempts, stop_reason=r.stop_reason,
             blocks=[_block(part) for part in r.parts],
@@ -134,11 +165,15 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateStreamResponse],
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         started = time.perf_counter()
-        request_id = _caller(context)
+        request_id, traceparent, tracestate = _caller(context)
+        call = self._observer.start(_GENERATE_STREAM, request_id, request.model, traceparent, tracestate)
         head: StreamStarted | None = None
-        quota = self._limiter.call(current_caller(), context)
+        texts: list[str] | None = [] if self._observer.record_content else None
+        caller = current_caller()
+        call.caller = caller.name
+        quota = self._limiter.call(caller, context)
         try:
-            provider_request, deadline = self._prepare(request, context)
+            provider_request, deadline = self._prepare(request, context, call)
             await quota.admit(provider_request, request.provider, request.model)
             # aclosing: a cancel while suspended at a yield closes the provider's stream right here.
             async with contextlib.aclosing(self._router.stream(
@@ -146,43 +181,66 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                     admit=quota.admit_provider)) as items:
                 async for item in items:
                     if isinstance(item, TextDelta):
+                        if texts is not None:
+                            texts.append(item.text)
                         yield pb.GenerateStreamResponse(delta=pb.ContentDelta(index=item.index, text=item.text))
                     elif isinstance(item, ToolUseDelta):
                         yield pb.GenerateStreamResponse(delta=pb.ContentDelta(
                             index=item.index, tool_use=_tool_use(item.tool_use)))
                     elif isinstance(item, StreamStarted):
                         head = item
+                        call.provider, call.attempts = item.provider, item.attempts
+                        call.first_token_s = item.first_token_ms / 1000
+                        call.head_s = time.perf_counter() - call.start_perf
                         yield pb.GenerateStreamResponse(start=pb.StreamStart(
                             provider=item.provider, model=item.model, request_id=request_id))
                     elif head is not None:  # StreamDone
                         await quota.settle(head.provider, item.model, item.input_tokens, item.output_tokens)
                         context.set_trailing_metadata(quota.trailers())
                         total = item.input_tokens + item.output_tokens
-                        latency_ms = (time.perf_counter() - started) * 1000
+                        call.finish_reason = item.finish_reason
+                        cost = self._observer.price(call, item.model, item.input_tokens, item.output_tokens)
+                        if texts is not None:
+                            call.output_text = "".join(texts)
+                        latency_ms = self._observer.finish(call) * 1000
                         log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                                 "first_token_ms=%.2f path=%s%s", request_id, head.provider, item.model, total,
-                                 latency_ms, head.first_token_ms, _path(head.attempts),
-                                 _metadata_suffix(request.metadata))
+                                 "first_token_ms=%.2f path=%s cost_usd=%.6f caller=%s%s%s", request_id,
+                                 head.provider, item.model, total, latency_ms, head.first_token_ms,
+                                 _path(head.attempts), cost, call.caller, _trace_suffix(call),
+                                 _metadata_suffix(request.metadata), extra=self._observer.log_fields(call, latency_ms))
                         yield pb.GenerateStreamResponse(end=pb.StreamEnd(
                             finish_reason=item.finish_reason, stop_reason=item.stop_reason,
                             usage=pb.Usage(input_tokens=item.input_tokens, output_tokens=item.output_tokens,
-                                           total_tokens=total),
+                                           total_tokens=total, cost_usd=cost),
                             attempts=head.attempts, latency_ms=latency_ms, first_token_ms=head.first_token_ms))
         except GatewayError as err:
             if head is not None and not err.attempts:
                 err.attempts = head.attempts
-            await self._abort(context, request_id, request, quota.explain(err), started, quota)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+            await self._abort(context, request_id, request, quota.explain(err), started, call, quota)
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:
-            await self._abort(context, request_id, request, None, started, quota)
+            await self._abort(context, request_id, request, None, started, call, quota)
 
-    def _log_failure(self, request_id: str, request: pb.GenerateRequest, err: GatewayError, started: float) -> None:
+    def _cancelled(self, call: CallRecord) -> None:
+        """The caller went away (or the server is stopping): counted as CANCELLED."""
+        call.failed("CANCELLED", call.attempts)
+        self._observer.finish(call)
+
+    def _log_failure(self, request_id: str, request: pb.GenerateRequest, err: GatewayError, started: float,
+                     call: CallRecord) -> None:
         path = _path(err.attempts)
         level = logging.WARNING if err.attempts else logging.INFO
-        log.log(level, "Request failed: request_id=%s code=%s reason=%s latency_ms=%.2f path=%s%s: %s",
-                request_id, err.code.name, err.reason, (time.perf_counter() - started) * 1000, path or "-",
-                _metadata_suffix(request.metadata), err.message)
+        call.failed(err.code.name, err.attempts)
+        latency_ms = self._observer.finish(call) * 1000
+        fields = self._observer.log_fields(call, latency_ms)
+        fields["code"], fields["reason"] = err.code.name, err.reason
+        log.log(level, "Request failed: request_id=%s code=%s reason=%s latency_ms=%.2f path=%s caller=%s%s%s: %s",
+                request_id, err.code.name, err.reason, latency_ms, path or "-", call.caller, _trace_suffix(call),
+                _metadata_suffix(request.metadata), err.message, extra=fields)
 
     async def Health(
         self, request: pb.HealthRequest, context: grpc.aio.ServicerContext[pb.HealthRequest, pb.HealthResponse]
@@ -236,6 +294,20 @@ def _block(part: TextPart | ToolUsePart) -> pb.ContentBlock:
     if isinstance(part, TextPart):
         return pb.ContentBlock(text=pb.TextBlock(text=part.text))
     return pb.ContentBlock(tool_use=_tool_use(part))
+
+
+def _trace_suffix(call: CallRecord) -> str:
+    return f" trace_id={call.trace_id}" if call.trace_id else ""
+
+
+def _content_of(request: pb.GenerateRequest) -> list[dict[str, str]]:
+    """The request's text, for spans when observability.trace_content is on (never otherwise)."""
+    out = [{"role": "system", "content": request.system}] if request.system else []
+    role = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
+    for m in request.messages:
+        text = "\n".join([m.content, *(b.text.text for b in m.blocks if b.HasField("text"))]).strip("\n")
+        out.append({"role": role.get(m.role, "user"), "content": text})
+    return out
 
 
 def _path(attempts: list[pb.Attempt]) -> str:

@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from gateway_server.pricing import ModelPrice
+
 DEFAULT_CONFIG_PATH = "config/gateway.yaml"
 
 
@@ -97,11 +99,6 @@ class FallbackConfig(_Strict):
     on_invalid_request: bool = False
 
 
-class ModelPrice(_Strict):
-    input: float = Field(ge=0, description="USD per million input tokens.")
-    output: float = Field(ge=0, description="USD per million output tokens.")
-
-
 class LimitSettings(_Strict):
     """Limits of one API key or one provider account; unset: no limit of that kind."""
 
@@ -166,9 +163,6 @@ class RateLimitConfig(_Strict):
     providers: dict[str, LimitSettings] = Field(default_factory=dict)
     # Lease of a concurrency slot: a replica that dies mid-call frees its slots after this long.
     concurrency_lease: float = Field(900.0, gt=0)
-    # USD per million tokens, per model id or alias, for budgets:
-    # {"claude-sonnet-5-5": {"input": 3.0, "output": 15.0}}. A model not listed costs nothing.
-    prices: dict[str, ModelPrice] = Field(default_factory=dict)
 
 
 class HealthCheckConfig(_Strict):
@@ -192,6 +186,17 @@ class LimitsConfig(_Strict):
     default_max_tokens: int = Field(4096, ge=1)
 
 
+class ObservabilityConfig(_Strict):
+    """Traces and logs (README "Observability"); metrics are GATEWAY_METRICS_PORT."""
+
+    # Record prompt and completion text in trace spans (gen_ai.input.messages / gen_ai.output.messages).
+    # Off: spans carry token counts, models and outcomes, never content.
+    trace_content: bool = False
+
+
+_CALLER_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_file=".env", extra="forbid", frozen=True, env_nested_delimiter="__"
@@ -209,6 +214,12 @@ class GatewaySettings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # Named API keys with scopes, limits and budgets (README "Keys, limits and budgets").
     keys: list[ApiKeyConfig] = Field(default_factory=list)
+    # Named keys (GATEWAY_NAMED_API_KEYS='{"team-a": "key"}'): accepted like api_keys, and the name is
+    # the caller label of metrics and logs (an unnamed key, or none: "anonymous").
+    named_api_keys: dict[Annotated[str, Field(pattern=_CALLER_NAME)], SecretStr] = Field(default_factory=dict)
+    # Prometheus /metrics on its own port (never the gRPC port); 0 disables. Host: metrics_host, else host.
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    metrics_host: str | None = None
 
     default_provider: str = "anthropic"
     # When no real provider has credentials, answer from the mock provider (development).
@@ -221,6 +232,9 @@ class GatewaySettings(BaseSettings):
     health_check: HealthCheckConfig = HealthCheckConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+    # Model id -> list prices (USD per million tokens); a model missing here costs 0 ("priced: false").
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -252,7 +266,7 @@ class GatewaySettings(BaseSettings):
                     raise ValueError(f"model_aliases.{alias}: '{name}' is not a configured provider ({names})")
         seen: set[str] = set()
         for i, key in enumerate(self.keys):
-            if key.name in seen:
+            if key.name in seen or key.name in self.named_api_keys:
                 raise ValueError(f"keys[{i}].name: '{key.name}' is given twice")
             seen.add(key.name)
             for name in key.providers:

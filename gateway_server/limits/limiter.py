@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from gateway_server.auth import ANONYMOUS, Caller, KeyRing, Scope
 from gateway_server.errors import GatewayError
@@ -44,13 +44,11 @@ from gateway_server.limits.backends import (
     SettleOp,
     Verdict,
 )
+from gateway_server.pricing import ModelPrice, PriceTable, TokenUsage
 from gateway_server.providers.base import ImagePart, ProviderRequest, TextPart, ToolResultPart, ToolUsePart
-from gateway_server.settings import GatewaySettings, LimitSettings, ModelPrice
+from gateway_server.settings import GatewaySettings, LimitSettings
 
 log = logging.getLogger("gateway_server.limits")
-
-_BACKEND_ERRORS = Counter("gateway_rate_limiter_backend_errors", "Calls to the rate limiter's backend that failed "
-                          "(unreachable or timed out), by backend.", ["backend"])
 
 REMAINING_REQUESTS = "x-ratelimit-remaining-requests"
 REMAINING_TOKENS = "x-ratelimit-remaining-tokens"
@@ -63,17 +61,12 @@ IMAGE_TOKENS = 1600  # a typical image's input tokens
 Pricer = Callable[[str, int, int], float]
 
 
-def table_pricer(prices: Mapping[str, ModelPrice], aliases: Mapping[str, Mapping[str, str]]) -> Pricer:
-    """A Pricer from USD per million tokens per model id; an id priced through its alias counts too."""
-    by_id = dict(prices)
-    for alias, mapping in aliases.items():
-        if alias in prices:
-            for model_id in mapping.values():
-                by_id.setdefault(model_id, prices[alias])
+def table_pricer(prices: Mapping[str, ModelPrice]) -> Pricer:
+    """A Pricer from the gateway's price table (config ``pricing``, pricing.py): a model not in it costs 0."""
+    table = PriceTable(prices)
 
     def price(model: str, input_tokens: int, output_tokens: int) -> float:
-        p = by_id.get(model)
-        return 0.0 if p is None else (input_tokens * p.input + output_tokens * p.output) / 1e6
+        return table.cost_usd(model, TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens))[0]
 
     return price
 
@@ -129,7 +122,7 @@ class Limiter:
         self.keys = keys
         self.scope = scope
         self.clock = clock
-        self.pricer = pricer or table_pricer(rl.prices, settings.model_aliases)
+        self.pricer = pricer or table_pricer(settings.pricing)
         self._default = (LimitSettings(requests_per_minute=rl.requests_per_minute,
                                        tokens_per_minute=rl.tokens_per_minute) if rl.enabled else None)
         self._providers = {name: lim for name, lim in rl.providers.items()
@@ -142,6 +135,7 @@ class Limiter:
         self._down = False
         self._retry_at = 0.0
         self.backend_errors = 0
+        self._errors_metric: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -153,6 +147,12 @@ class Limiter:
         else:
             backend = MemoryBackend()
         return cls(settings, backend, keys, scope)
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Count backend failures in ``registry`` (gateway_rate_limiter_backend_errors_total)."""
+        self._errors_metric = Counter(
+            "gateway_rate_limiter_backend_errors", "Calls to the rate limiter's backend that failed "
+            "(unreachable or timed out)", ["backend"], registry=registry).labels(self.backend.name)
 
     async def close(self) -> None:
         if self._tasks:
@@ -226,7 +226,8 @@ class Limiter:
 
     def _failed(self, exc: BackendError) -> None:
         self.backend_errors += 1
-        _BACKEND_ERRORS.labels(self.backend.name).inc()
+        if self._errors_metric is not None:
+            self._errors_metric.inc()
         self._retry_at = time.monotonic() + self._retry_interval
         if not self._down:
             self._down = True

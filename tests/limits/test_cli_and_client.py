@@ -45,7 +45,7 @@ async def test_usage_table(gateway_factory, stub_for) -> None:
     app = await gateway_factory(keyed_config(
         [{"name": "alpha", "team": "search", "limits": {"requests_per_minute": 10, "tokens_per_minute": 1000},
           "budget": {"daily_usd": 5}}, {"name": "root", "admin": True}],
-        {"prices": {"mock-1": {"input": 1000, "output": 2000}}}))
+        pricing={"mock-1": {"input": 1000, "output": 2000}}))
     app.limiter.clock = FakeClock(1_800_000_000)
     stub = await stub_for(app)
     for _ in range(3):
@@ -84,7 +84,7 @@ def test_loopback_targets() -> None:
 
 
 async def test_the_client_refuses_a_key_over_plaintext_to_another_host() -> None:
-    with pytest.raises(ValueError, match="plaintext to gw.internal:50051"):
+    with pytest.raises(ValueError, match=r"plaintext to gw\.internal:50051"):
         GatewayClient("gw.internal:50051", api_key="sk-1")
     with pytest.raises(ValueError, match="plaintext"):
         GatewayClient("https://gw.internal", api_key="sk-1", tls=False)

@@ -201,10 +201,9 @@ async def test_fifty_concurrent_calls_never_pass_a_100_tpm_key(gateway_factory, 
 async def test_budgets_roll_over(gateway_factory, stub_for, backend) -> None:
     # 2026-01-31 23:59 UTC; the mock's answer to ask() costs 5 input tokens * $0.1 = $0.50.
     clock = FakeClock(START)
-    rate_limit = {**backend, "prices": {"mock-1": {"input": 100_000, "output": 0}}}
     app = await start(gateway_factory, keyed_config(
         [{"name": "alpha", "budget": {"daily_usd": 1.0, "monthly_usd": 1.5}}, {"name": "root", "admin": True}],
-        rate_limit), clock)
+        backend, pricing={"mock-1": {"input": 100_000, "output": 0}}), clock)
     stub = await stub_for(app)
     for _ in range(2):
         await stub.Generate(ask(), metadata=bearer("alpha"), timeout=10)
