@@ -66,6 +66,8 @@ test-deps:
 node-deps:
 	bash scripts/node_deps.sh
 
-# Latency and throughput of the gateway against a fake upstream (bench/), printed as a table.
-bench: setup
+# Latency and throughput of the gateway against a fake upstream (bench/), printed as a table; then the
+# rate limiter's cost per call, memory and Redis backends (bench/limiter.py).
+bench: setup test-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.limiter

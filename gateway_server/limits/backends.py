@@ -54,18 +54,18 @@ class Give:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Free the call's concurrency slot."""
+    """Free a call's concurrency slot."""
 
     key: str
+    call_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class Add:
-    """Add ``amount`` to a usage hash's field; the hash expires ``ttl`` seconds later."""
+    """Add to fields of a usage hash ((field, amount) pairs); the hash expires ``ttl`` seconds later."""
 
     key: str
-    field: str
-    amount: float
+    fields: tuple[tuple[str, float], ...]
     ttl: int
 
 
@@ -90,7 +90,8 @@ class Backend(Protocol):
 
     async def admit(self, checks: Sequence[Check], now: float, call_id: str) -> list[Verdict]: ...
 
-    async def settle(self, ops: Sequence[SettleOp], now: float, call_id: str) -> list[float]: ...
+    async def settle(self, ops: Sequence[SettleOp], now: float) -> list[float] | None:
+        """Per op the bucket's level after it (0 for others); None: deferred to the next round trip."""
 
     async def read(self, buckets: Sequence[tuple[str, float]], slots: Sequence[str], hashes: Sequence[str],
                    now: float) -> Snapshot: ...
@@ -175,7 +176,7 @@ class MemoryBackend:
         self._tick(now)
         return verdicts
 
-    def settle_now(self, ops: Sequence[SettleOp], now: float, call_id: str) -> list[float]:
+    def settle_now(self, ops: Sequence[SettleOp], now: float) -> list[float]:
         out: list[float] = []
         for op in ops:
             remaining = 0.0
@@ -183,10 +184,11 @@ class MemoryBackend:
                 remaining = min(op.capacity, self._level(op.key, op.capacity, now) + op.amount)
                 self._store(op.key, remaining, op.capacity, now)
             elif isinstance(op, Release):
-                self._slots.get(op.key, {}).pop(call_id, None)
+                self._slots.get(op.key, {}).pop(op.call_id, None)
             else:
                 fields = self._hash(op.key, now)
-                fields[op.field] = fields.get(op.field, 0.0) + op.amount
+                for name, amount in op.fields:
+                    fields[name] = fields.get(name, 0.0) + amount
                 self._hashes[op.key] = (now + op.ttl, fields)
             out.append(remaining)
         return out
@@ -203,8 +205,8 @@ class MemoryBackend:
     async def admit(self, checks: Sequence[Check], now: float, call_id: str) -> list[Verdict]:
         return self.admit_now(checks, now, call_id)
 
-    async def settle(self, ops: Sequence[SettleOp], now: float, call_id: str) -> list[float]:
-        return self.settle_now(ops, now, call_id)
+    async def settle(self, ops: Sequence[SettleOp], now: float) -> list[float] | None:
+        return self.settle_now(ops, now)
 
     async def read(self, buckets: Sequence[tuple[str, float]], slots: Sequence[str], hashes: Sequence[str],
                    now: float) -> Snapshot:
@@ -219,12 +221,32 @@ class MemoryBackend:
 LUA_SOURCE = resources.files("gateway_server.limits").joinpath("limiter.lua").read_text(encoding="utf-8")
 
 
+def _settle_args(ops: Sequence[SettleOp]) -> list[Any]:
+    args: list[Any] = []
+    for op in ops:
+        if isinstance(op, Give):
+            args += ["tb", repr(float(op.capacity)), repr(float(op.amount))]
+        elif isinstance(op, Release):
+            args += ["cc", op.call_id]
+        else:
+            args += ["hi", op.ttl, len(op.fields)]
+            for name, amount in op.fields:
+                args += [name, repr(float(amount))]
+    return args
+
+
 class RedisBackend:
-    """The limiter's state in Redis, shared by every replica: one limiter.lua call per decision."""
+    """The limiter's state in Redis, shared by every replica: one limiter.lua call per decision.
+
+    Settlements (refunds, freed slots, usage) are not a round trip of their own: they travel with the
+    next admission this process sends, or after ``flush_delay`` seconds when none comes, so a call
+    costs one round trip. Until then the reservation is held a little longer (never less).
+    """
 
     name = "redis"
+    MAX_PENDING = 100_000  # settle ops kept while Redis is unreachable; the oldest are dropped
 
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(self, url: str, *, timeout: float, flush_delay: float = 0.05) -> None:
         import redis.asyncio as aioredis
         from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
@@ -232,12 +254,17 @@ class RedisBackend:
 
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
         self._timeout = timeout
+        self._flush_delay = flush_delay
         # Short timeouts and no client-side retries: a call never waits on an unreachable Redis for
         # longer than the timeout; the client reconnects by itself on a later command.
         self._redis: Any = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
             decode_responses=True, health_check_interval=0)
         self._script: Any = self._redis.register_script(LUA_SOURCE)
+        self._pending: list[SettleOp] = []
+        self._flusher: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._settled_at = 0.0  # the limiter's clock when the pending settlements were made
 
     async def _run(self, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -247,27 +274,64 @@ class RedisBackend:
         except self._errors as exc:
             raise BackendError(f"{type(exc).__name__}: {exc}") from None
 
+    def _take_pending(self) -> list[SettleOp]:
+        pending, self._pending = self._pending, []
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        return pending
+
+    def _put_back(self, ops: list[SettleOp]) -> None:
+        self._pending = (ops + self._pending)[-self.MAX_PENDING:]
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flusher is None and self._pending:
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.call_later(self._flush_delay, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flusher = None
+        task = asyncio.ensure_future(self.flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def flush(self, now: float | None = None) -> None:
+        """Send the pending settlements now (kept for a later try when Redis does not answer)."""
+        pending = self._take_pending()
+        if not pending:
+            return
+        args = ["settle", repr(self._settled_at if now is None else now), "", len(_settle_args(pending)),
+                len(pending)]
+        try:
+            await self._run([op.key for op in pending], [*args, *_settle_args(pending)])
+        except BackendError:
+            self._put_back(pending)
+
     async def admit(self, checks: Sequence[Check], now: float, call_id: str) -> list[Verdict]:
-        args: list[Any] = ["admit", repr(now), call_id]
+        pending = self._take_pending()
+        settle = _settle_args(pending)
+        args: list[Any] = ["admit", repr(now), call_id, len(settle), len(pending), *settle]
         for c in checks:
             args += [c.kind, c.group, repr(float(c.a)), repr(float(c.b))]
-        reply = await self._run([c.key for c in checks], args)
+        try:
+            reply = await self._run([op.key for op in pending] + [c.key for c in checks], args)
+        except BackendError:
+            self._put_back(pending)
+            raise
         return [Verdict(bool(int(ok)), float(remaining), float(wait)) for ok, remaining, wait in reply]
 
-    async def settle(self, ops: Sequence[SettleOp], now: float, call_id: str) -> list[float]:
-        args: list[Any] = ["settle", repr(now), call_id]
-        for op in ops:
-            if isinstance(op, Give):
-                args += ["tb", repr(float(op.capacity)), repr(float(op.amount))]
-            elif isinstance(op, Release):
-                args += ["cc"]
-            else:
-                args += ["hi", op.field, repr(float(op.amount)), op.ttl]
-        reply = await self._run([op.key for op in ops], args)
-        return [float(value) for value in reply]
+    async def settle(self, ops: Sequence[SettleOp], now: float) -> list[float] | None:
+        self._pending.extend(ops)
+        self._settled_at = now
+        if len(self._pending) > self.MAX_PENDING:
+            del self._pending[:-self.MAX_PENDING]
+        self._schedule()
+        return None
 
     async def read(self, buckets: Sequence[tuple[str, float]], slots: Sequence[str], hashes: Sequence[str],
                    now: float) -> Snapshot:
+        await self.flush(now)
         try:
             async with asyncio.timeout(self._timeout * 3):
                 pipe = self._redis.pipeline(transaction=False)
@@ -289,4 +353,7 @@ class RedisBackend:
         return Snapshot(levels=levels, in_flight=in_flight, usage=usage)
 
     async def close(self) -> None:
+        await self.flush()
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
         await self._redis.aclose()

@@ -93,19 +93,32 @@ def estimate_input_tokens(request: ProviderRequest) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Periods:
+    """The UTC minute, day and month of a moment, and when the day and the month end (epoch seconds)."""
+
     minute: str
     day: str
     month: str
-    day_left: float  # seconds to the end of the UTC day
-    month_left: float
+    day_end: float
+    month_end: float
+
+
+_last_periods: tuple[int, Periods] | None = None
 
 
 def periods(now: float) -> Periods:
-    t = datetime.fromtimestamp(now, UTC)
-    day_start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    """The periods of ``now`` (computed once per minute: the labels change only at a minute's edge)."""
+    global _last_periods
+    minute_index = int(now // 60)
+    cached = _last_periods
+    if cached is not None and cached[0] == minute_index:
+        return cached[1]
+    t = datetime.fromtimestamp(minute_index * 60, UTC)
+    day_start = t.replace(hour=0, minute=0)
     next_month = (day_start.replace(day=1) + timedelta(days=32)).replace(day=1)
-    return Periods(minute=t.strftime("%Y-%m-%dT%H:%M"), day=t.strftime("%Y-%m-%d"), month=t.strftime("%Y-%m"),
-                   day_left=(day_start + timedelta(days=1)).timestamp() - now, month_left=next_month.timestamp() - now)
+    p = Periods(minute=t.strftime("%Y-%m-%dT%H:%M"), day=t.strftime("%Y-%m-%d"), month=t.strftime("%Y-%m"),
+                day_end=(day_start + timedelta(days=1)).timestamp(), month_end=next_month.timestamp())
+    _last_periods = (minute_index, p)
+    return p
 
 
 def _fmt(value: float) -> str:
@@ -132,6 +145,7 @@ class Limiter:
         self._lease = rl.concurrency_lease
         self._default_retry_after = settings.server.default_retry_after
         self._prefix = "{" + rl.redis.key_prefix + "}"
+        self._names: dict[tuple[str, str, str], str] = {}
         self._down = False
         self._retry_at = 0.0
         self.backend_errors = 0
@@ -179,7 +193,13 @@ class Limiter:
         task.add_done_callback(self._tasks.discard)
 
     def key_name(self, kind: str, owner: str, what: str) -> str:
-        return f"{self._prefix}:{kind}:{owner}:{what}"
+        """The backend's key of a caller's ("k"), provider's ("p") or usage ("u") record, hash-tagged."""
+        name = self._names.get((kind, owner, what))
+        if name is None:
+            if len(self._names) > 10_000:  # usage keys change every minute: keep the cache small
+                self._names.clear()
+            name = self._names[(kind, owner, what)] = f"{self._prefix}:{kind}:{owner}:{what}"
+        return name
 
     def provider_checks(self, provider: str, tokens: float, now: float) -> list[Check]:
         lim = self._providers.get(provider)
@@ -213,11 +233,12 @@ class Limiter:
         self._recovered()
         return verdicts
 
-    async def settle(self, ops: list[SettleOp], now: float, call_id: str) -> list[float] | None:
+    async def settle(self, ops: list[SettleOp], now: float) -> list[float] | None:
+        """Per op the backend's value (a bucket's level); None when deferred, unreachable or nothing to do."""
         if not ops or (self._down and time.monotonic() < self._retry_at):
             return None
         try:
-            values = await self.backend.settle(ops, now, call_id)
+            values = await self.backend.settle(ops, now)
         except BackendError as exc:
             self._failed(exc)
             return None
@@ -380,10 +401,11 @@ class CallQuota:
             checks.append(Check("cc", KEY_GROUP, self._key("cc"), lim.max_concurrent, now + self._limiter._lease))
         p = periods(now)
         if self._budget is not None and self._budget.daily_usd:
-            checks.append(Check("bg", KEY_GROUP, self._usage_key("d:" + p.day), self._budget.daily_usd, p.day_left))
+            checks.append(Check("bg", KEY_GROUP, self._usage_key("d:" + p.day), self._budget.daily_usd,
+                                p.day_end - now))
         if self._budget is not None and self._budget.monthly_usd:
             checks.append(Check("bg", KEY_GROUP, self._usage_key("M:" + p.month), self._budget.monthly_usd,
-                                p.month_left))
+                                p.month_end - now))
         key_rules = len(checks)
         if not self.caller.anonymous:
             checks += [Check("ct", KEY_GROUP, self._usage_key("m:" + p.minute), MINUTE_TTL),
@@ -453,7 +475,7 @@ class CallQuota:
         if self._tokens and lim is not None and lim.tokens_per_minute:
             ops.append(Give(self._key("tpm"), lim.tokens_per_minute, self._tokens - used))
         if self._slot:
-            ops.append(Release(self._key("cc")))
+            ops.append(Release(self._key("cc"), self._id))
         for provider, hold in self._holds.items():
             if hold.skip is not None:
                 continue
@@ -461,7 +483,7 @@ class CallQuota:
                 back = hold.tokens - used if provider == answered else hold.tokens
                 ops.append(Give(self._limiter.key_name("p", provider, "tpm"), hold.capacity, back))
             if hold.slot:
-                ops.append(Release(self._limiter.key_name("p", provider, "cc")))
+                ops.append(Release(self._limiter.key_name("p", provider, "cc"), self._id))
         return ops
 
     async def settle(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
@@ -475,11 +497,11 @@ class CallQuota:
             now = self._limiter.clock()
             p = periods(now)
             cost = self._limiter.pricer(model, input_tokens, output_tokens)
+            fields: tuple[tuple[str, float], ...] = (("in", input_tokens), ("out", output_tokens))
+            if cost:
+                fields += (("usd", cost),)
             for period, ttl in (("m:" + p.minute, MINUTE_TTL), ("d:" + p.day, DAY_TTL), ("M:" + p.month, MONTH_TTL)):
-                key = self._usage_key(period)
-                ops += [Add(key, "in", input_tokens, ttl), Add(key, "out", output_tokens, ttl)]
-                if cost:
-                    ops.append(Add(key, "usd", cost, ttl))
+                ops.append(Add(self._usage_key(period), fields, ttl))
         await self._apply(ops)
 
     async def release(self) -> None:
@@ -490,12 +512,14 @@ class CallQuota:
         await self._apply(self._settle_ops(None, 0))
 
     async def _apply(self, ops: list[SettleOp]) -> None:
-        values = await self._limiter.settle(ops, self._limiter.clock(), self._id)
-        if values is None:
-            return
-        for op, value in zip(ops, values, strict=True):
-            if isinstance(op, Give) and op.key == self._key("tpm"):
-                self._remaining_tokens = value
+        values = await self._limiter.settle(ops, self._limiter.clock())
+        tpm = self._key("tpm")
+        for i, op in enumerate(ops):
+            if isinstance(op, Give) and op.key == tpm:
+                if values is not None:
+                    self._remaining_tokens = values[i]
+                elif self._remaining_tokens is not None:  # deferred: what this call knows of the bucket
+                    self._remaining_tokens = min(op.capacity, self._remaining_tokens + op.amount)
 
     def trailers(self) -> tuple[tuple[str, str], ...]:
         """The key's remaining quota, for the call's trailing metadata."""

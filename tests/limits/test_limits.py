@@ -109,7 +109,8 @@ async def test_failed_calls_give_their_tokens_back(gateway_factory, stub_for, ba
 
 
 async def test_a_stream_failing_midway_and_a_cancelled_stream_release(gateway_factory, stub_for, backend) -> None:
-    config = keyed_config([{"name": "alpha", "limits": {"tokens_per_minute": 1000, "max_concurrent": 1}},
+    limits = {"tokens_per_minute": 1000, "max_concurrent": 1}
+    config = keyed_config([{"name": "alpha", "limits": limits}, {"name": "beta", "limits": limits},
                            {"name": "root", "admin": True}], backend)
     config["providers"]["mock"].update(fail_after_chunks=2, stream_chunk_delay_ms=5)
     app = await start(gateway_factory, config)
@@ -117,23 +118,24 @@ async def test_a_stream_failing_midway_and_a_cancelled_stream_release(gateway_fa
     err = await refused(lambda r, **kw: _drain(stub.GenerateStream(r, **kw)), ask("tell me a long story please"))
     assert error_details(err).reason == "STREAM_INTERRUPTED"
     assert (await trailers(err))["x-ratelimit-remaining-tokens"] == "1000"
-    # A cancelled stream gives its slot and tokens back when the RPC ends.
+    # A cancelled stream gives its slot and tokens back when the RPC ends (another gateway on the
+    # same backend, another key: the first gateway's settlements may still be on their way).
     config["providers"]["mock"].update(fail_after_chunks=None, stream_chunk_delay_ms=200)
     app = await start(gateway_factory, config)
     stub = await stub_for(app)
-    stream = stub.GenerateStream(ask(" ".join(["word"] * 50)), metadata=bearer("alpha"), timeout=30)
+    stream = stub.GenerateStream(ask(" ".join(["word"] * 50)), metadata=bearer("beta"), timeout=30)
     assert (await stream.read()).HasField("start")
-    assert (await stub.GetUsage(pb.GetUsageRequest(key="alpha"), metadata=bearer("root"), timeout=5)
+    assert (await stub.GetUsage(pb.GetUsageRequest(key="beta"), metadata=bearer("root"), timeout=5)
             ).keys[0].in_flight == 1
     stream.cancel()
     async with asyncio.timeout(10):
         while True:
-            usage = (await stub.GetUsage(pb.GetUsageRequest(key="alpha"), metadata=bearer("root"), timeout=5)).keys[0]
+            usage = (await stub.GetUsage(pb.GetUsageRequest(key="beta"), metadata=bearer("root"), timeout=5)).keys[0]
             if usage.in_flight == 0:
                 break
             await asyncio.sleep(0.02)
-    limits = {limit.name: limit.remaining for limit in usage.limits}
-    assert limits == {"tokens_per_minute": 1000, "max_concurrent": 1}
+    limits_left = {limit.name: limit.remaining for limit in usage.limits}
+    assert limits_left == {"tokens_per_minute": 1000, "max_concurrent": 1}
 
 
 async def test_concurrency(gateway_factory, stub_for, backend) -> None:
