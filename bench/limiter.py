@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +95,13 @@ def _redis_calls(port: int) -> int:
     return total
 
 
-async def measure_redis(calls: int) -> dict[str, float] | str:
+@contextlib.contextmanager
+def redis_server() -> Iterator[int | None]:
+    """A redis-server on a random loopback port (its port), or None where it is not installed."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(server).exists():
-        return "skipped: redis-server is not installed (scripts/test_deps.sh installs it)"
+        yield None
+        return
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp],
@@ -110,20 +115,23 @@ async def measure_redis(calls: int) -> dict[str, float] | str:
                 except OSError:
                     if time.monotonic() > deadline:
                         raise
-                    await asyncio.sleep(0.05)
-            backend = RedisBackend(f"redis://127.0.0.1:{port}/0", timeout=1.0)
-            limiter = Limiter(_settings(), backend, KeyRing(()), Scope("mock", {"mock": "mock-1"}))
-            for _ in range(200):
-                await _one(limiter)
-            before = _redis_calls(port)
-            result = await measure(backend, calls)
-            # measure() warms up again (200 calls) before its timed calls: both are counted.
-            result["redis_round_trips_per_call"] = (_redis_calls(port) - before) / (calls + min(200, calls))
-            await backend.close()
-            return result
+                    time.sleep(0.05)
+            yield port
         finally:
             proc.kill()
             proc.wait()
+
+
+async def measure_redis(port: int, calls: int) -> dict[str, float]:
+    backend = RedisBackend(f"redis://127.0.0.1:{port}/0", timeout=1.0)
+    try:
+        before = _redis_calls(port)
+        result = await measure(backend, calls)
+        # measure() warms up (200 calls) before its timed calls: both are counted.
+        result["redis_round_trips_per_call"] = (_redis_calls(port) - before) / (calls + min(200, calls))
+        return result
+    finally:
+        await backend.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=BENCH_DIR / "limiter-results.json")
     args = p.parse_args(argv)
     memory = asyncio.run(measure(MemoryBackend(), args.calls))
-    redis = asyncio.run(measure_redis(min(args.calls, 2000)))
+    redis: dict[str, float] | str
+    with redis_server() as port:
+        if port is None:
+            redis = "skipped: redis-server is not installed (scripts/test_deps.sh installs it)"
+        else:
+            redis = asyncio.run(measure_redis(port, min(args.calls, 2000)))
     print("| limiter backend | calls | CPU ms/call | wall ms/call | Redis round trips/call |")
     print("|---|---:|---:|---:|---:|")
     print(f"| memory | {memory['calls']:.0f} | {memory['cpu_ms_per_call']:.4f} | "
