@@ -17,12 +17,13 @@ anonymous caller.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -236,6 +237,7 @@ def _refuse(handler: Handler, err: GatewayError) -> Handler:
 def _with_caller(handler: Handler, caller: Caller, scope: Scope) -> Handler:
     """The handler, run with ``caller`` as the current caller, after the request's scope check."""
     inner_unary, inner_stream = handler.unary_unary, handler.unary_stream
+    servicer_stream: Callable[..., AsyncGenerator[Any, None]] = inner_stream  # type: ignore[assignment]
     if inner_unary is None and inner_stream is None:
         raise TypeError("the gateway serves unary and server-streaming RPCs only")
 
@@ -254,7 +256,9 @@ def _with_caller(handler: Handler, caller: Caller, scope: Scope) -> Handler:
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await check(request, context)
-        async for item in inner_stream(request, context):  # type: ignore[misc, arg-type, union-attr]
-            yield item
+        # aclosing: when this stream is closed (a cancel), the servicer's is closed right away too.
+        async with contextlib.aclosing(servicer_stream(request, context)) as items:
+            async for item in items:
+                yield item
 
     return _rebuild(handler, unary, stream)
