@@ -185,6 +185,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, keys: KeyRing, scope: Scope) -> None:
         self._keys = keys
         self._scope = scope
+        # (method, caller) -> the handler wrapped for that caller: built once, not per call.
+        self._wrapped: dict[tuple[str, str], Handler] = {}
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
@@ -195,7 +197,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         if not self._keys.enabled:
-            return _with_caller(handler, ANONYMOUS, self._scope)
+            return handler  # an open gateway: every call is the anonymous caller, the default
         token, request_id = _metadata(handler_call_details)
         caller = self._keys.lookup(token) if token else None
         if caller is None:
@@ -210,7 +212,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED, "ADMIN_ONLY",
                 f"{method.rsplit('/', 1)[-1]} needs an API key marked admin; '{caller.name}' is not",
                 metadata={"key": caller.name}))
-        return _with_caller(handler, caller, self._scope)
+        wrapped = self._wrapped.get((method, caller.name))
+        if wrapped is None:
+            wrapped = self._wrapped[(method, caller.name)] = _with_caller(handler, caller, self._scope)
+        return wrapped
 
 
 def _rebuild(handler: Handler, unary: Behavior, stream: Behavior
