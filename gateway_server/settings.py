@@ -145,6 +145,8 @@ class RedisLimiterConfig(_Strict):
     key_prefix: str = Field("mg", min_length=1, pattern=r"^[^{}\s]+$")
     # After a failure, calls skip Redis (applying on_failure) for this long before it is tried again.
     retry_interval: float = Field(1.0, ge=0)
+    # A Redis Cluster (url: any node): every limiter key is in the slot of the one hash tag.
+    cluster: bool = False
 
 
 class RateLimitConfig(_Strict):

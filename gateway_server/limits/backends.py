@@ -246,8 +246,9 @@ class RedisBackend:
     name = "redis"
     MAX_PENDING = 100_000  # settle ops kept while Redis is unreachable; the oldest are dropped
 
-    def __init__(self, url: str, *, timeout: float, flush_delay: float = 0.05) -> None:
+    def __init__(self, url: str, *, timeout: float, flush_delay: float = 0.05, cluster: bool = False) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.cluster import RedisCluster
         from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
         from redis.retry import Retry
@@ -257,9 +258,10 @@ class RedisBackend:
         self._flush_delay = flush_delay
         # Short timeouts and no client-side retries: a call never waits on an unreachable Redis for
         # longer than the timeout; the client reconnects by itself on a later command.
-        self._redis: Any = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-            decode_responses=True, health_check_interval=0)
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                                   "retry": Retry(NoBackoff(), 0), "decode_responses": True}
+        self._redis: Any = (RedisCluster.from_url(url, **options) if cluster
+                            else aioredis.Redis.from_url(url, health_check_interval=0, **options))
         self._script: Any = self._redis.register_script(LUA_SOURCE)
         self._pending: list[SettleOp] = []
         self._flusher: asyncio.TimerHandle | None = None

@@ -157,7 +157,7 @@ class Limiter:
         rl = settings.rate_limit
         backend: Backend
         if rl.backend == "redis":
-            backend = RedisBackend(rl.redis.url, timeout=rl.redis.timeout_ms / 1000)
+            backend = RedisBackend(rl.redis.url, timeout=rl.redis.timeout_ms / 1000, cluster=rl.redis.cluster)
         else:
             backend = MemoryBackend()
         return cls(settings, backend, keys, scope)

@@ -127,3 +127,60 @@ async def test_redis_killed_and_restarted(gateway_factory, stub_for, own_redis: 
 async def _none_unless(result: Any, wanted: str) -> str | None:
     value = await result
     return value if value == wanted else None
+
+
+class ClusterRedis(RedisServer):
+    """A one-node Redis Cluster holding every slot."""
+
+    def start(self) -> ClusterRedis:
+        import subprocess
+
+        from .conftest import REDIS_SERVER
+
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--cluster-enabled", "yes", "--cluster-config-file",
+             str(self.workdir / "nodes.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if b"cluster_state:ok" in self._command(b"CLUSTER INFO"):
+                    return self
+                self._command(b"CLUSTER ADDSLOTSRANGE 0 16383")
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the one-node Redis Cluster did not become ready")
+            time.sleep(0.1)
+
+    def _command(self, line: bytes) -> bytes:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(line + b"\r\n")
+            return sock.recv(65536)
+
+
+async def test_a_redis_cluster(gateway_factory, stub_for, tmp_path: Path) -> None:
+    from gateway_server.limits.backends import RedisBackend
+    from tests.limits.conftest import _require_redis
+
+    _require_redis()
+    server = ClusterRedis(tmp_path).start()
+    try:
+        app = await gateway_factory(keyed_config(
+            [{"name": "alpha", "limits": {"requests_per_minute": 2, "tokens_per_minute": 10_000,
+                                          "max_concurrent": 5}, "budget": {"daily_usd": 5}},
+             {"name": "root", "admin": True}],
+            {"backend": "redis", "redis": {"url": server.url, "cluster": True, "timeout_ms": 2000},
+             "providers": {"mock": {"requests_per_minute": 100}}}))
+        assert isinstance(app.limiter.backend, RedisBackend)
+        stub = await stub_for(app)
+        assert [await _reason(stub) for _ in range(3)] == ["OK", "OK", "KEY_RATE_LIMITED"]
+        from modelgateway.v1 import model_gateway_pb2 as pb
+
+        usage = await stub.GetUsage(pb.GetUsageRequest(key="alpha"), metadata=bearer("root"), timeout=10)
+        assert usage.backend_available and usage.keys[0].day.requests == 2
+        assert app.limiter.backend_errors == 0
+    finally:
+        server.kill()
