@@ -9,6 +9,7 @@ the memory backend is that script's Python twin, atomic because it never awaits 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -221,18 +222,16 @@ class MemoryBackend:
 LUA_SOURCE = resources.files("gateway_server.limits").joinpath("limiter.lua").read_text(encoding="utf-8")
 
 
-def _settle_args(ops: Sequence[SettleOp]) -> list[Any]:
-    args: list[Any] = []
+def _settle_json(ops: Sequence[SettleOp]) -> str:
+    rules: list[list[Any]] = []
     for op in ops:
         if isinstance(op, Give):
-            args += ["tb", repr(float(op.capacity)), repr(float(op.amount))]
+            rules.append(["tb", float(op.capacity), float(op.amount)])
         elif isinstance(op, Release):
-            args += ["cc", op.call_id]
+            rules.append(["cc", op.call_id])
         else:
-            args += ["hi", op.ttl, len(op.fields)]
-            for name, amount in op.fields:
-                args += [name, repr(float(amount))]
-    return args
+            rules.append(["hi", op.ttl, [[name, float(amount)] for name, amount in op.fields]])
+    return json.dumps(rules, separators=(",", ":"))
 
 
 class RedisBackend:
@@ -303,19 +302,16 @@ class RedisBackend:
         pending = self._take_pending()
         if not pending:
             return
-        args = ["settle", repr(self._settled_at if now is None else now), "", len(_settle_args(pending)),
-                len(pending)]
+        args = ["settle", repr(self._settled_at if now is None else now), "", _settle_json(pending)]
         try:
-            await self._run([op.key for op in pending], [*args, *_settle_args(pending)])
+            await self._run([op.key for op in pending], args)
         except BackendError:
             self._put_back(pending)
 
     async def admit(self, checks: Sequence[Check], now: float, call_id: str) -> list[Verdict]:
         pending = self._take_pending()
-        settle = _settle_args(pending)
-        args: list[Any] = ["admit", repr(now), call_id, len(settle), len(pending), *settle]
-        for c in checks:
-            args += [c.kind, c.group, repr(float(c.a)), repr(float(c.b))]
+        rules = json.dumps([[c.kind, c.group, float(c.a), float(c.b)] for c in checks], separators=(",", ":"))
+        args = ["admit", repr(now), call_id, _settle_json(pending), rules]
         try:
             reply = await self._run([op.key for op in pending] + [c.key for c in checks], args)
         except BackendError:
