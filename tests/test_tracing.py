@@ -5,7 +5,9 @@ process, and the client's traceparent injection."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from gateway_server.app import GatewayApp
 from gateway_server.settings import settings_from_mapping
 from gateway_server.tracing import tracing_configured
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
-from orchestrator_client import GatewayClient
+from orchestrator_client import GatewayClient, cli
 from tests.conftest import mock_config
 from tests.emulators import AnthropicEmulator, BedrockEmulator, Fault
 from tests.helpers import ask, gateway_process
@@ -242,3 +244,20 @@ def test_tracing_is_off_unless_configured() -> None:
 async def test_no_tracer_without_otel_variables(gateway_factory) -> None:
     app = await gateway_factory(mock_config())
     assert app.tracer is None
+
+
+async def test_gatewayctl_verbose_prints_the_trace_id(spans) -> None:
+    provider, exporter = spans
+    app, channel, _ = await start(mock_config(), provider)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = await asyncio.to_thread(cli.main, ["-v", "--target", f"127.0.0.1:{app.port}", "generate", "hi"],
+                                       stdout=out, stderr=err)
+    finally:
+        await channel.close()
+        await app.stop(grace=0)
+    assert code == 0
+    match = re.search(r"-- trace_id=([0-9a-f]{32})", err.getvalue())
+    assert match, err.getvalue()
+    (server,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert format(server.context.trace_id, "032x") == match.group(1)
