@@ -62,6 +62,8 @@ codegen-deps:
 node-deps:
 	bash scripts/node_deps.sh
 
-# Latency and throughput of the gateway against a fake upstream (bench/), printed as a table.
+# Latency and throughput of the gateway against a fake upstream (bench/), printed as a table; then
+# the per-call CPU of metrics, traces and JSON logs next to the plain figure (bench/observability.py).
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.observability $(BENCH_OBS_ARGS)
