@@ -283,6 +283,8 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: Any) -> Any:
+        if handler.unary_unary is None and handler.unary_stream is None:
+            return handler  # client-streaming methods (reflection's): not measured
         m = self._metrics
         started_child = m.grpc_started.labels(method)
         in_flight = m.in_flight.labels(method)

@@ -83,12 +83,10 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
-    # At the gateway's configured list prices, US dollars (0: the model has no price).
-    cost_usd: float = 0.0
 
     @classmethod
     def from_proto(cls, msg: pb.Usage) -> Usage:
-        return cls(msg.input_tokens, msg.output_tokens, msg.total_tokens, msg.cost_usd)
+        return cls(msg.input_tokens, msg.output_tokens, msg.total_tokens)
 
 
 @dataclass(frozen=True, slots=True)

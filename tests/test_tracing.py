@@ -24,7 +24,7 @@ from gateway_server.app import GatewayApp
 from gateway_server.settings import settings_from_mapping
 from gateway_server.tracing import tracing_configured
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
-from orchestrator_client import GatewayClient, cli
+from orchestrator_client import GatewayClient, InvalidRequestError, cli
 from tests.conftest import mock_config
 from tests.emulators import AnthropicEmulator, BedrockEmulator, Fault
 from tests.helpers import ask, gateway_process
@@ -261,3 +261,28 @@ async def test_gatewayctl_verbose_prints_the_trace_id(spans) -> None:
     assert match, err.getvalue()
     (server,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert format(server.context.trace_id, "032x") == match.group(1)
+
+
+async def test_client_stats_as_opentelemetry_metrics(gateway_factory) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from orchestrator_client.telemetry import instrument_stats
+
+    app = await gateway_factory(mock_config(providers={"mock": {"type": "mock", "fail_with": "invalid_request"}}))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    async with GatewayClient(f"127.0.0.1:{app.port}") as client:
+        instrument_stats(client.stats, meters, name="reasoner")
+        for _ in range(2):
+            with pytest.raises(InvalidRequestError):
+                await client.generate("What is 25 + 75?")
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {m.name: (m.data.data_points[0].value, dict(m.data.data_points[0].attributes or {}))
+              for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert points["orchestrator_client.requests"] == (2, {"client.name": "reasoner"})
+    assert points["orchestrator_client.failures"][0] == 2
+    assert points["orchestrator_client.consecutive_failures"][0] == 2
+    assert points["orchestrator_client.requests"][0] == client.stats.snapshot().total_requests
+    meters.shutdown()
