@@ -84,7 +84,11 @@ class GatewayTracer:
         self._genai_provider = {name: GENAI_PROVIDER.get(t, t) for name, t in provider_types.items()}
         self.record_content = record_content
 
-    def shutdown(self) -> None:
+    def shutdown(self, flush_timeout_ms: int = 2000) -> None:
+        """Export what is queued (bounded: an unreachable collector must not hold the exit), then stop."""
+        flush = getattr(self._provider, "force_flush", None)
+        if flush is not None:
+            flush(flush_timeout_ms)
         shutdown = getattr(self._provider, "shutdown", None)
         if shutdown is not None:
             shutdown()
