@@ -66,8 +66,10 @@ test-deps:
 node-deps:
 	bash scripts/node_deps.sh
 
-# Latency and throughput of the gateway against a fake upstream (bench/), printed as a table; then the
-# rate limiter's cost per call, memory and Redis backends (bench/limiter.py).
+# Latency and throughput of the gateway against a fake upstream (bench/), printed as a table; then
+# the per-call CPU of metrics, traces and JSON logs next to the plain figure (bench/observability.py);
+# then the rate limiter's cost per call, memory and Redis backends (bench/limiter.py).
 bench: setup test-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.observability $(BENCH_OBS_ARGS)
 	$(BIN)/python -m bench.limiter

@@ -172,6 +172,17 @@ class GatewayMetrics:
             ["provider", "gen_ai_response_model", "priced"], registry=r)
         # Multiprocess mode: the per-worker fallback for the scrape-time collector (see watch_provider_states).
         self._state_gauge: Gauge | None = None
+        # Each labelled child once: .labels() costs a few microseconds per call (validation, a lock); the
+        # label values are bounded (LabelSet), so is this cache.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached."""
+        key = (metric, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def watch_provider_states(self, provider_states: Callable[[], Mapping[str, str]], states: Collection[str]) -> None:
         """Expose ``gateway_provider_state``. One process: read at scrape time. Several: see refresh_provider_states."""
@@ -194,16 +205,16 @@ class GatewayMetrics:
 
     def record_attempts(self, attempts: Iterable[pb.Attempt]) -> None:
         previous: pb.Attempt | None = None
-        provider = self.provider
+        provider, child = self.provider, self.child
         for a in attempts:
             name = provider(a.provider)
-            self.attempts.labels(name, _OUTCOME.get(a.outcome, "unspecified"), a.reason).inc()
+            child(self.attempts, name, _OUTCOME.get(a.outcome, "unspecified"), a.reason).inc()
             if a.retries:
-                self.retries.labels(name).inc(a.retries)
+                child(self.retries, name).inc(a.retries)
             if a.outcome == pb.ATTEMPT_OUTCOME_SKIPPED:
                 continue
             if previous is not None and previous.outcome == pb.ATTEMPT_OUTCOME_ERROR:
-                self.fallbacks.labels(provider(previous.provider), name, previous.reason).inc()
+                child(self.fallbacks, provider(previous.provider), name, previous.reason).inc()
             previous = a
 
 
@@ -272,6 +283,8 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: Any) -> Any:
+        if handler.unary_unary is None and handler.unary_stream is None:
+            return handler  # client-streaming methods (reflection's): not measured
         m = self._metrics
         started_child = m.grpc_started.labels(method)
         in_flight = m.in_flight.labels(method)

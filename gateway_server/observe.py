@@ -146,28 +146,28 @@ class CallObserver:
         return elapsed
 
     def _metrics(self, m: GatewayMetrics, r: CallRecord, elapsed: float) -> None:
+        child = m.child
         genai_provider = self._genai_provider.get(r.provider, "")
         request_model = m.model(r.request_model)
         response_model = m.model(r.response_model)
-        m.request_duration.labels(OP_CHAT, genai_provider, request_model, response_model, r.error_code).observe(elapsed)
-        provider = m.provider(r.provider)
+        child(m.request_duration, OP_CHAT, genai_provider, request_model, response_model,
+              r.error_code).observe(elapsed)
         if r.attempts:
             m.record_attempts(r.attempts)
             in_providers = sum(a.latency_ms for a in r.attempts) / 1000
             upto = elapsed if r.head_s is None else r.head_s
-            m.overhead.labels(OP_CHAT).observe(max(upto - in_providers, 0.0))
+            child(m.overhead, OP_CHAT).observe(max(upto - in_providers, 0.0))
         if r.error_code:
             return
+        provider = m.provider(r.provider)
         caller = m.caller(r.caller)
-        m.token_usage.labels(OP_CHAT, genai_provider, response_model, "input", caller).observe(r.input_tokens)
-        m.token_usage.labels(OP_CHAT, genai_provider, response_model, "output", caller).observe(r.output_tokens)
+        child(m.token_usage, OP_CHAT, genai_provider, response_model, "input", caller).observe(r.input_tokens)
+        child(m.token_usage, OP_CHAT, genai_provider, response_model, "output", caller).observe(r.output_tokens)
         if r.first_token_s is not None:
-            m.ttft.labels(OP_CHAT, genai_provider, request_model, response_model).observe(r.first_token_s)
+            child(m.ttft, OP_CHAT, genai_provider, request_model, response_model).observe(r.first_token_s)
         if r.priced:
-            m.cost.labels(caller, provider, response_model).inc(r.cost_usd)
-            m.priced.labels(provider, response_model, "true").inc()
-        else:
-            m.priced.labels(provider, response_model, "false").inc()
+            child(m.cost, caller, provider, response_model).inc(r.cost_usd)
+        child(m.priced, provider, response_model, "true" if r.priced else "false").inc()
 
     def _trace(self, tracer: GatewayTracer, r: CallRecord, end_ns: int) -> None:
         data = SpanData()

@@ -24,6 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from gateway_server.metrics import GENAI_PROVIDER
 from modelgateway.v1 import model_gateway_pb2 as pb
 
 log = logging.getLogger("gateway_server.tracing")
@@ -74,16 +75,20 @@ class SpanData:
 
 
 class GatewayTracer:
-    """Makes the spans of a model call. ``provider_types``: configured name -> gen_ai.provider.name."""
+    """Makes the spans of a model call. ``provider_types``: configured name -> provider type."""
 
     def __init__(self, tracer_provider: Any, provider_types: Mapping[str, str], *, record_content: bool = False
                  ) -> None:
         self._provider = tracer_provider
         self._tracer: Tracer = tracer_provider.get_tracer("gateway_server")
-        self._genai_provider = dict(provider_types)
+        self._genai_provider = {name: GENAI_PROVIDER.get(t, t) for name, t in provider_types.items()}
         self.record_content = record_content
 
-    def shutdown(self) -> None:
+    def shutdown(self, flush_timeout_ms: int = 2000) -> None:
+        """Export what is queued (bounded: an unreachable collector must not hold the exit), then stop."""
+        flush = getattr(self._provider, "force_flush", None)
+        if flush is not None:
+            flush(flush_timeout_ms)
         shutdown = getattr(self._provider, "shutdown", None)
         if shutdown is not None:
             shutdown()

@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
 import grpc
@@ -70,6 +71,7 @@ from orchestrator_client.results import (
     to_jsonable,
 )
 from orchestrator_client.settings import load_config
+from orchestrator_client.telemetry import new_trace
 from orchestrator_client.usage import UsageReport
 
 __all__ = ["EXIT_CODES", "exit_code_for", "exit_code_for_error", "main"]
@@ -164,7 +166,7 @@ def _common_options() -> _Parser:
     common.add_argument("--retry-delay", type=float, help="base wait between attempts in s (default 1.0)")
     common.add_argument("--attempt-timeout", type=float, help="cap of one attempt in seconds")
     common.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")
-    common.add_argument("--verbose", "-v", action="count", help="debug logging")
+    common.add_argument("--verbose", "-v", action="count", help="debug logging; prints the trace id of the call")
     common.add_argument("--quiet", "-q", action="store_true", help="no retry log, only the final error")
     return common
 
@@ -508,6 +510,17 @@ def _discard_pending_output(*streams: TextIO) -> None:
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def _verbose_trace(args: argparse.Namespace, err: TextIO) -> Iterator[None]:
+    """-v: the call goes out with a W3C traceparent of a new trace, whose id is printed first."""
+    if not getattr(args, "verbose", 0):
+        yield
+        return
+    with new_trace() as trace_id:
+        err.write(f"-- trace_id={trace_id}\n")
+        yield
+
+
 def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
@@ -524,7 +537,8 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         int(getattr(args, "verbose", 0) or 0), bool(getattr(args, "quiet", False)), err
     )
     try:
-        return asyncio.run(_run(args, out, err))
+        with _verbose_trace(args, err):
+            return asyncio.run(_run(args, out, err))
     except _UsageError as exc:
         err.write(f"{exc}\n")
         return EXIT_USAGE

@@ -81,6 +81,7 @@ from orchestrator_client.settings import GatewaySettings
 from orchestrator_client.stats import ClientStats
 from orchestrator_client.streaming import EventStream, StreamProgress
 from orchestrator_client.targets import DEFAULT_TARGET, check_key_transport, normalize_target
+from orchestrator_client.telemetry import trace_metadata
 from orchestrator_client.usage import UsageReport
 
 __all__ = ["Clock", "GatewayClient", "MessageLike", "Sleep"]
@@ -543,7 +544,7 @@ class GatewayClient:
         return _Call(
             rpc,
             request,
-            ((REQUEST_ID_HEADER, rid), *self._static_metadata),
+            ((REQUEST_ID_HEADER, rid), *self._static_metadata, *trace_metadata()),
             rid,
             budget,
             budget_end,

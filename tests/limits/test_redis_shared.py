@@ -135,12 +135,14 @@ class ClusterRedis(RedisServer):
     def start(self) -> ClusterRedis:
         import subprocess
 
-        from .conftest import REDIS_SERVER
+        from .conftest import REDIS_SERVER, free_port
 
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--cluster-enabled", "yes", "--cluster-config-file",
-             str(self.workdir / "nodes.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             str(self.workdir / "nodes.conf"),
+             # The bus port too (by default port + 10000: past 65535 for a high random port).
+             "--cluster-port", str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while True:
             try:
