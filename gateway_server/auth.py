@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import os
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -164,15 +165,20 @@ def _denied(field_name: str, message: str, caller: Caller) -> GatewayError:
                         metadata={"key": caller.name})
 
 
-def _metadata(details: grpc.HandlerCallDetails) -> tuple[str, str]:
-    """(bearer token or "", request id or "") from the call's metadata."""
+def _metadata(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str]:
+    """(bearer token or "", request id) from the call's metadata: the caller's x-request-id (at most
+    128 printable characters, as the servicer takes it), else a new one, for the error's trailer."""
     token = request_id = ""
-    for key, value in details.invocation_metadata or ():
+    for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
             token = value[7:].strip()
-        elif key == REQUEST_ID_HEADER and isinstance(value, str):
+        elif key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
             request_id = value
-    return token, request_id
+    return token, request_id or uuid.uuid4().hex
+
+
+def _abort_trailers(err: GatewayError, request_id: str) -> tuple[tuple[str, str | bytes], ...]:
+    return ((REQUEST_ID_HEADER, request_id), *err.trailing_metadata())
 
 
 Behavior = Callable[..., Any]
@@ -198,20 +204,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if not self._keys.enabled:
             return handler  # an open gateway: every call is the anonymous caller, the default
-        token, request_id = _metadata(handler_call_details)
+        token, request_id = _metadata(handler_call_details.invocation_metadata)
         caller = self._keys.lookup(token) if token else None
         if caller is None:
-            shown = request_id if 0 < len(request_id) <= 128 and request_id.isprintable() else "-"
             log.warning("Rejected call: method=%s request_id=%s code=UNAUTHENTICATED (%s API key)", method,
-                        shown, "unknown" if token else "no")
+                        request_id, "unknown" if token else "no")
             return _refuse(handler, GatewayError(
                 grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY",
-                "missing or unknown API key: send 'authorization: Bearer <key>'"))
+                "missing or unknown API key: send 'authorization: Bearer <key>'"), request_id)
         if method in ADMIN_METHODS and not caller.admin:
             return _refuse(handler, GatewayError(
                 grpc.StatusCode.PERMISSION_DENIED, "ADMIN_ONLY",
                 f"{method.rsplit('/', 1)[-1]} needs an API key marked admin; '{caller.name}' is not",
-                metadata={"key": caller.name}))
+                metadata={"key": caller.name}), request_id)
         wrapped = self._wrapped.get((method, caller.name))
         if wrapped is None:
             wrapped = self._wrapped[(method, caller.name)] = _with_caller(handler, caller, self._scope)
@@ -229,12 +234,12 @@ def _rebuild(handler: Handler, unary: Behavior, stream: Behavior
         response_serializer=handler.response_serializer)
 
 
-def _refuse(handler: Handler, err: GatewayError) -> Handler:
+def _refuse(handler: Handler, err: GatewayError, request_id: str) -> Handler:
     if handler.unary_unary is None and handler.unary_stream is None:
         raise TypeError("the gateway serves unary and server-streaming RPCs only")
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await context.abort(err.code, err.message, trailing_metadata=tuple(err.trailing_metadata()))
+        await context.abort(err.code, err.message, trailing_metadata=_abort_trailers(err, request_id))
 
     return _rebuild(handler, refuse, refuse)
 
@@ -252,8 +257,10 @@ def _with_caller(handler: Handler, caller: Caller, scope: Scope) -> Handler:
         if isinstance(provider, str) and isinstance(model, str):
             err = scope.denial(caller, provider, model)
             if err is not None:
-                log.info("Refused call: key=%s code=PERMISSION_DENIED: %s", caller.name, err.message)
-                await context.abort(err.code, err.message, trailing_metadata=tuple(err.trailing_metadata()))
+                _, request_id = _metadata(context.invocation_metadata())
+                log.info("Refused call: request_id=%s key=%s code=PERMISSION_DENIED: %s", request_id, caller.name,
+                         err.message)
+                await context.abort(err.code, err.message, trailing_metadata=_abort_trailers(err, request_id))
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await check(request, context)

@@ -66,6 +66,7 @@ async def test_every_rpc_needs_a_known_key_and_health_and_reflection_stay_open(g
                 details = error_details(caught.value)
                 assert (details.code, details.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY"), \
                     method.name
+                assert details.request_id and len(details.request_id) == 32  # generated: none was sent
             # The admin key may call everything.
             await call(channel, method, request_for(method), bearer("root"))
         health = health_pb2_grpc.HealthStub(channel)
@@ -81,9 +82,10 @@ async def test_get_usage_needs_an_admin_key(gateway_factory, stub_for) -> None:
     app = await gateway_factory(keyed_config([{"name": "alpha"}, {"name": "root", "admin": True}]))
     stub = await stub_for(app)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetUsage(pb.GetUsageRequest(), metadata=bearer("alpha"), timeout=5)
+        await stub.GetUsage(pb.GetUsageRequest(), metadata=(*bearer("alpha"), ("x-request-id", "mine-1")), timeout=5)
     details = error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_ONLY")
+    assert (details.code, details.reason, details.request_id) == (
+        grpc.StatusCode.PERMISSION_DENIED, "ADMIN_ONLY", "mine-1")
     usage = await stub.GetUsage(pb.GetUsageRequest(), metadata=bearer("root"), timeout=5)
     assert [k.name for k in usage.keys] == ["alpha", "root"]
 
