@@ -11,7 +11,7 @@ CONFIG  ?= $(or $(GATEWAY_CONFIG),config/gateway.yaml)
 PYTEST_ARGS ?=
 
 .PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps codegen-check \
-	bench-deps bench-serving image deploy-check deploy-checkov
+	bench-deps bench-serving image deploy-check deploy-checkov test-deps
 
 setup: $(STAMP)
 
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml $(STUBS)
 run: setup
 	$(BIN)/python -m gateway_server --config $(CONFIG)
 
-test: setup node-deps
+test: setup node-deps test-deps
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Opt-in, not part of `make test`: the contract's code generation for Java, Kotlin, C#, C++,
@@ -66,6 +66,10 @@ contract-baseline: setup
 codegen-deps:
 	bash scripts/codegen_deps.sh
 
+# Debian's redis-server for the shared rate-limit tests (root + apt only; installed when missing).
+test-deps:
+	bash scripts/test_deps.sh
+
 # npm dependencies of the Node.js example (skipped with a message where npm is absent).
 node-deps:
 	bash scripts/node_deps.sh
@@ -75,8 +79,12 @@ soak: setup
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m tests.soak $(SOAK_ARGS)
 
 # Latency and throughput of the gateway against a fake upstream (bench/), printed as a table.
-bench: setup
+# Then the per-call CPU of metrics, traces and JSON logs next to the plain figure (bench/observability.py),
+# and the rate limiter's cost per call, memory and Redis backends (bench/limiter.py).
+bench: setup test-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.observability $(BENCH_OBS_ARGS)
+	$(BIN)/python -m bench.limiter
 	$(MAKE) --no-print-directory bench-serving
 
 # Serving (bench/serving.py): calls/s with 1 and 2 workers (h2load), admitted-call latency at 4x the

@@ -85,7 +85,7 @@ def gateway_config(s: Scenario, upstream_port: int | None) -> dict[str, Any]:
                     "api_key": FAKE_API_KEY, "http_transport": s.transport, "default_model": MODEL,
                     "max_retries": 0}
     return {
-        "host": "127.0.0.1", "port": 0, "log_level": s.log_level, "log_format": "text",
+        "host": "127.0.0.1", "port": 0, "log_level": s.log_level, "log_format": "text", "metrics_port": 0,
         "default_provider": s.provider, "providers": {s.provider: provider},
         "fallback": {"enabled": False},
         # One token-free probe at start-up (GET /v1/models on the fake upstream), then none.

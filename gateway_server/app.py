@@ -12,20 +12,42 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway_server import metrics as metrics_mod
+from gateway_server.auth import AuthInterceptor, KeyRing, Scope
 from gateway_server.health import HealthMonitor
+from gateway_server.limits import Limiter
+from gateway_server.metrics import GatewayMetrics, GrpcMetricsInterceptor, MetricsServer, start_metrics_server
+from gateway_server.observe import ANONYMOUS, CallObserver
 from gateway_server.outlier import Clock
+from gateway_server.pricing import PriceTable
 from gateway_server.providers import build_providers
 from gateway_server.router import Router
 from gateway_server.servicer import ModelGatewayServicer
 from gateway_server.settings import GatewaySettings
 from gateway_server.shedding import LoadShedder
 from gateway_server.tls import ServerTls
+from gateway_server.tracing import GatewayTracer, tracer_provider_from_env
 from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 
 log = logging.getLogger("gateway_server")
 
 SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["ModelGateway"].full_name
+# gateway_provider_state's states (the names of pb.ProviderStatus, lower case).
+PROVIDER_STATES = tuple(v.name.removeprefix("PROVIDER_STATUS_").lower() for v in pb.ProviderStatus.DESCRIPTOR.values
+                        if v.number != pb.PROVIDER_STATUS_UNSPECIFIED)
+_STATE_REFRESH_S = 5.0  # multiprocess mode: how often a worker writes its provider states
+
+
+def metric_label_values(settings: GatewaySettings) -> tuple[set[str], set[str]]:
+    """(model ids, caller names) that may appear as label values: configured names only."""
+    models = set(settings.model_aliases) | set(settings.pricing)
+    for alias in settings.model_aliases.values():
+        models.update(alias.values())
+    for p in settings.providers.values():
+        models.add(p.default_model)
+        models.update(p.models)
+    return models, {ANONYMOUS, *settings.named_api_keys, *(k.name for k in settings.keys)}
 
 
 class GatewayApp:
@@ -48,14 +70,48 @@ class GatewayApp:
         self.health: HealthMonitor | None = None
         self.router: Router | None = None
         self.servicer: ModelGatewayServicer | None = None
+        self.limiter: Limiter | None = None
         self.grpc_health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._stopping = False
         self._serving: bool | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Observability: metrics when a port is set or a supervisor collects them (multiprocess mode);
+        # traces when OTEL_* configures them, or a tracer is given (tests: an in-memory exporter).
+        self.metrics: GatewayMetrics | None = None
+        self.metrics_server: MetricsServer | None = None
+        self.tracer: GatewayTracer | None = None
+        self._state_task: asyncio.Task[None] | None = None
 
-    async def start(self) -> GatewayApp:
+    def provider_states(self) -> dict[str, str]:
+        """Each provider's state for gateway_provider_state ("healthy", "unhealthy", ...), read at scrape time."""
+        if self.health is None:
+            return {}
+        return {name: pb.ProviderStatus.Name(state.status).removeprefix("PROVIDER_STATUS_").lower()
+                for name, state in self.health.states.items()}
+
+    def _observability(self, tracer_provider: Any | None) -> CallObserver:
+        s = self.settings
+        if s.metrics_port or metrics_mod.multiprocess_dir() is not None:
+            models, callers = metric_label_values(s)
+            self.metrics = GatewayMetrics(models=models, callers=callers, providers=s.providers)
+            self.metrics.watch_provider_states(self.provider_states, PROVIDER_STATES)
+        if tracer_provider is None:
+            tracer_provider = tracer_provider_from_env()
+        if tracer_provider is not None:
+            self.tracer = GatewayTracer(tracer_provider, {n: p.type for n, p in self.providers.items()},
+                                        record_content=s.observability.trace_content)
+        return CallObserver(provider_types={n: p.type for n, p in self.providers.items()},
+                            prices=PriceTable(s.pricing), metrics=self.metrics, tracer=self.tracer)
+
+    async def _refresh_states(self) -> None:
+        while self.metrics is not None:
+            self.metrics.refresh_provider_states()
+            await asyncio.sleep(_STATE_REFRESH_S)
+
+    async def start(self, *, tracer_provider: Any | None = None) -> GatewayApp:
+        """``tracer_provider``: an OpenTelemetry TracerProvider to use instead of the OTEL_* one."""
         s = self.settings
         await asyncio.gather(*(p.start() for p in self.providers.values()))
         # Credentials are known only after the providers' start().
@@ -63,14 +119,26 @@ class GatewayApp:
                                     timeout=s.health_check.timeout, enabled=s.health_check.enabled,
                                     outlier=s.outlier_detection, clock=self.clock)
         self.router = Router(s, self.providers, self.health)
-        self.servicer = ModelGatewayServicer(s, self.providers, self.router, self.health)
+        observer = self._observability(tracer_provider)
+        # API keys, scopes and limits (auth.py, limits/): one interceptor checks every RPC.
+        keys = KeyRing.from_settings(s)
+        scope = Scope(self.router.default_provider, {n: p.default_model for n, p in self.providers.items()})
+        self.limiter = Limiter.from_settings(s, keys, scope)
+        if self.metrics is not None:
+            self.limiter.register_metrics(self.metrics.registry)
+        self.servicer = ModelGatewayServicer(s, self.providers, self.router, self.health, observer, self.limiter)
         # Requests up to twice the limit reach validation (INVALID_ARGUMENT naming the size); larger
         # ones are refused by the transport itself (RESOURCE_EXHAUSTED).
         max_receive = s.server.max_request_bytes * 2
         self.servicer.worker_id = self.worker_id
-        # No cap and no mTLS identity to record: no interceptor, no per-call cost.
-        needed = bool(self.shedder.capacity or self.shedder.identity)
-        server = grpc.aio.server(interceptors=[self.shedder] if needed else [], options=[
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.metrics is not None:  # first, so that shed and refused calls are counted too
+            interceptors.append(GrpcMetricsInterceptor(self.metrics))
+        # No cap and no mTLS identity to record: no shedding interceptor, no per-call cost.
+        if self.shedder.capacity or self.shedder.identity:
+            interceptors.append(self.shedder)
+        interceptors.append(AuthInterceptor(keys, scope))
+        server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", max_receive),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             *server_connection_options(s),
@@ -88,6 +156,13 @@ class GatewayApp:
         except RuntimeError:
             await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
             raise OSError(f"cannot listen on {s.host}:{s.port} (address in use or not available)") from None
+        if self.metrics is not None and s.metrics_port and metrics_mod.multiprocess_dir() is None:
+            try:
+                self.metrics_server = start_metrics_server(s.metrics_port, host=s.metrics_host or s.host,
+                                                           registry=self.metrics.registry)
+            except OSError:
+                await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
+                raise
         await server.start()
         self.server = server
         # Liveness ("") stays SERVING; the ModelGateway service is NOT_SERVING while no provider is usable.
@@ -95,6 +170,8 @@ class GatewayApp:
         await self._update_serving()
         self.health.on_change = self._serving_changed
         self.health.start()
+        if self.metrics is not None and metrics_mod.multiprocess_dir() is not None:
+            self._state_task = asyncio.get_running_loop().create_task(self._refresh_states(), name="provider-states")
         usable = [n for n, p in self.providers.items() if p.usable]
         log.info("Gateway started with %d provider(s) on %s:%d: usable=%s default=%s fallback=%s tls=%s "
                  "max_concurrent_calls=%s worker=%d pid=%d",
@@ -102,6 +179,11 @@ class GatewayApp:
                  self.router.default_provider, ">".join(self.router.fallback_order) or "off",
                  "mtls" if self.tls is not None and self.tls.mutual else "on" if self.tls is not None else "off",
                  s.server.max_concurrent_calls or "unlimited", self.worker_id, os.getpid())
+        if self.metrics_server is not None:
+            log.info("Metrics on http://%s:%d/metrics", s.metrics_host or s.host, self.metrics_server.port)
+        if self.tracer is not None:
+            log.info("Tracing on: OTLP/gRPC export to %s", os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                     or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "the given tracer provider")
         return self
 
     def _serving_changed(self) -> None:
@@ -133,7 +215,16 @@ class GatewayApp:
             await self.server.stop(grace)
         if self.health is not None:
             await self.health.stop()
+        if self.limiter is not None:
+            await self.limiter.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
+        if self._state_task is not None:
+            self._state_task.cancel()
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.close)
+            self.metrics_server = None
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes the spans still queued
         log.info("Gateway stopped")
 
     def reload_tls(self) -> bool:

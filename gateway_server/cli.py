@@ -17,7 +17,7 @@ import signal
 import sys
 
 from gateway_server.app import GatewayApp
-from gateway_server.logging_setup import configure_logging
+from gateway_server.logging_setup import configure_logging, stop_logging
 from gateway_server.settings import ConfigError, GatewaySettings, load_settings
 from gateway_server.tls import check_pair
 
@@ -90,6 +90,7 @@ def run() -> None:
     call still stuck in a worker thread (boto3, until its read timeout) must not hold the exit
     past the grace period."""
     code = main()
+    stop_logging()  # the queued log lines, written before the exit below skips atexit
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,38 +1,78 @@
-"""Logging set up once at start-up: the seed's text format, or one JSON object per line."""
+"""Logging set up once at start-up: the seed's text format, or one JSON object per line.
+
+JSON (``GATEWAY_LOG_FORMAT=json``) uses python-json-logger: the time, level, logger and message,
+plus the fields a log call passes in ``extra`` (the access log: request_id, trace_id, span_id,
+caller, provider, model, input_tokens, output_tokens, cost_usd, latency_ms, attempts).
+
+The event loop never writes to stderr itself: records go through a ``QueueHandler`` to a
+``QueueListener`` thread that formats and writes them. ``stop_logging()`` (at exit) drains it.
+"""
 
 from __future__ import annotations
 
-import json
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
+from typing import TextIO
+
+from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+JSON_RENAME = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+__all__ = ["JSON_FORMAT", "TEXT_FORMAT", "configure_logging", "json_formatter", "stop_logging"]
+
+_listener: logging.handlers.QueueListener | None = None
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(JSON_FORMAT, rename_fields=JSON_RENAME, datefmt="%Y-%m-%dT%H:%M:%S%z")
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Hands the record over as it is (the message merged with its args, the traceback as text):
+    the listener's formatter does the rest, off the event loop."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.message = record.getMessage()
+        record.msg, record.args = record.message, None
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
 
 
-def configure_logging(level: str, fmt: str = "text") -> None:
+def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Root logging to ``stream`` (stderr) through a queue and a listener thread."""
+    global _listener
+    stop_logging()
     # One line per request is on the hot path: skip the caller/thread/process look-ups no format uses.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, "%Y-%m-%d %H:%M:%S"))
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(json_formatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, "%Y-%m-%d %H:%M:%S"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, handler, respect_handler_level=False)
+    _listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_QueueHandler(records)]
     root.setLevel(level)
     # The SDKs' HTTP clients log request lines at INFO; keep them quiet unless debugging.
     for noisy in ("httpx", "httpx2", "botocore", "boto3", "urllib3", "anthropic", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def stop_logging() -> None:
+    """Write what is queued and stop the listener thread (idempotent)."""
+    global _listener
+    if _listener is not None:
+        listener, _listener = _listener, None
+        listener.stop()
+
+
+atexit.register(stop_logging)

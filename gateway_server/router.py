@@ -30,6 +30,9 @@ from modelgateway.v1 import model_gateway_pb2 as pb
 log = logging.getLogger("gateway_server.router")
 
 T = TypeVar("T")
+# Consulted before a provider is called with a model: (reason, message) to skip it, e.g. a provider
+# at the gateway's own limit for it (PROVIDER_RATE_LIMITED) or outside the caller's scope.
+Admit = Callable[[str, str], Awaitable[tuple[str, str] | None]]
 
 
 @dataclass(slots=True)
@@ -128,14 +131,14 @@ class Router:
                                    metadata={"provider": first.name})
 
     async def generate(self, request: ProviderRequest, *, provider: str, model: str,
-                       deadline: float | None) -> RouteResult:
+                       deadline: float | None, admit: Admit | None = None) -> RouteResult:
         """Run the chain. ``deadline`` is an event-loop time (loop.time()), None for no deadline."""
 
         async def call(p: Provider, target_model: str, timeout: float) -> ProviderResponse:
             return await p.generate(request, target_model, timeout)
 
         response, name, attempts = await self._run_chain(request, provider, model, deadline, call,
-                                                         lambda p: p.timeout)
+                                                         lambda p: p.timeout, admit=admit)
         if response.model and response.model != attempts[-1].model:
             attempts[-1].model = response.model
         return RouteResult(response=response, provider=name, attempts=attempts)
@@ -151,7 +154,8 @@ class Router:
         return CountResult(input_tokens=tokens, provider=name, attempts=attempts)
 
     async def stream(self, request: ProviderRequest, *, provider: str, model: str,
-                     deadline: float | None) -> AsyncGenerator[StreamStarted | StreamEvent, None]:
+                     deadline: float | None, admit: Admit | None = None
+                     ) -> AsyncGenerator[StreamStarted | StreamEvent, None]:
         """Stream through the chain: fall back until the first content event, never after it.
 
         Yields one StreamStarted, the provider's content events, then its StreamDone. A failure after
@@ -173,7 +177,7 @@ class Router:
                 raise
 
         (upstream, event), name, attempts = await self._run_chain(
-            request, provider, model, deadline, call, lambda p: p.first_token_timeout)
+            request, provider, model, deadline, call, lambda p: p.first_token_timeout, admit=admit)
         p = self._providers[name]
         first_token_ms = (time.perf_counter() - started) * 1000
         stream_deadline = loop.time() + p.stream_timeout
@@ -227,17 +231,19 @@ class Router:
 
     async def _run_chain(self, request: ProviderRequest, provider: str, model: str, deadline: float | None,
                          call: Callable[[Provider, str, float], Awaitable[T]],
-                         base_timeout: Callable[[Provider], float]) -> tuple[T, str, list[pb.Attempt]]:
+                         base_timeout: Callable[[Provider], float], admit: Admit | None = None
+                         ) -> tuple[T, str, list[pb.Attempt]]:
         """The chain with retries and fallback: (what ``call`` returned, the provider, the attempts)."""
         self._active_calls += 1  # the retry budget's measure of load
         try:
-            return await self._run_chain_once(request, provider, model, deadline, call, base_timeout)
+            return await self._run_chain_once(request, provider, model, deadline, call, base_timeout, admit)
         finally:
             self._active_calls -= 1
 
     async def _run_chain_once(self, request: ProviderRequest, provider: str, model: str, deadline: float | None,
                               call: Callable[[Provider, str, float], Awaitable[T]],
-                              base_timeout: Callable[[Provider], float]) -> tuple[T, str, list[pb.Attempt]]:
+                              base_timeout: Callable[[Provider], float], admit: Admit | None
+                              ) -> tuple[T, str, list[pb.Attempt]]:
         loop = asyncio.get_running_loop()
         first = provider or self.default_provider
         chain = self._chains[first]
@@ -300,6 +306,14 @@ class Router:
                     else:
                         attempts.append(self._ejected(name, target_model, admission))
                         continue
+            if admit is not None:
+                skip = await admit(name, target_model)
+                if skip is not None:
+                    if admission is Admission.TRIAL:
+                        self._health.end_trial(name)
+                    attempts.append(pb.Attempt(provider=name, model=target_model,
+                                               outcome=pb.ATTEMPT_OUTCOME_SKIPPED, reason=skip[0], message=skip[1]))
+                    continue
             tried += 1
             trial = admission is Admission.TRIAL
             if trial:

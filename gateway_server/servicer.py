@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -17,8 +16,13 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from gateway_server import __version__
+from gateway_server.auth import KeyRing, Scope, current_caller
 from gateway_server.errors import GatewayError
 from gateway_server.health import HealthMonitor
+from gateway_server.limits import CallQuota, Limiter, MemoryBackend
+from gateway_server.limits.usage import usage_response
+from gateway_server.observe import CallObserver, CallRecord
+from gateway_server.pricing import PriceTable
 from gateway_server.providers import Provider, ProviderRequest
 from gateway_server.providers.base import (
     AnswerPart,
@@ -46,18 +50,24 @@ SERVICE_NAME = "Model Gateway"
 REQUEST_ID_HEADER = "x-request-id"
 _Request = pb.GenerateRequest | pb.CountTokensRequest
 _MAX_REQUEST_ID = 128
+_GENERATE = f"{pb.DESCRIPTOR.services_by_name['ModelGateway'].full_name}/Generate"
+_GENERATE_STREAM = f"{pb.DESCRIPTOR.services_by_name['ModelGateway'].full_name}/GenerateStream"
+_COUNT_TOKENS = f"{pb.DESCRIPTOR.services_by_name['ModelGateway'].full_name}/CountTokens"
 
 
-def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str]:
-    """(request id, the bearer token sent or "") from the call's metadata, in one pass."""
-    request_id = token = ""
+def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str, str]:
+    """(request id, W3C traceparent, tracestate) from the call's metadata, in one pass.
+    (Who calls: auth.current_caller(), set by auth.AuthInterceptor.)"""
+    request_id = traceparent = tracestate = ""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID \
                 and value.isprintable():
             request_id = value
-        elif key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
-            token = value[7:].strip()
-    return request_id or uuid.uuid4().hex, token
+        elif key == "traceparent" and isinstance(value, str):
+            traceparent = value
+        elif key == "tracestate" and isinstance(value, str):
+            tracestate = value
+    return request_id or uuid.uuid4().hex, traceparent, tracestate
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -68,7 +78,7 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
     def __init__(self, settings: GatewaySettings, providers: Mapping[str, Provider], router: Router,
-                 health: HealthMonitor) -> None:
+                 health: HealthMonitor, observer: CallObserver | None = None, limiter: Limiter | None = None) -> None:
         self._settings = settings
         self._providers = providers
         self._router = router
@@ -77,86 +87,97 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self._max_request_bytes = settings.server.max_request_bytes
         self.draining = False
         self.worker_id = 0  # this process's index under the supervisor (gateway_server.workers)
-        self._api_keys = tuple(k.get_secret_value().encode() for k in settings.api_keys)
+        # API keys are checked by auth.AuthInterceptor, before any of these methods runs.
+        self._limiter = limiter or Limiter(settings, MemoryBackend(), KeyRing(()), Scope(router.default_provider, {}))
+        self._observer = observer if observer is not None else CallObserver(
+            provider_types={n: p.type for n, p in providers.items()}, prices=PriceTable(settings.pricing),
+            metrics=None, tracer=None)
         self._provider_infos = [
             pb.ProviderInfo(name=name, type=p.type, models=list(p.models), default_model=p.default_model,
                             region=p.region, enabled=p.enabled, configured=p.configured)
             for name, p in providers.items()
         ]
 
-    def _authorize(self, token: str) -> None:
-        if not self._api_keys:
-            return
-        sent = token.encode()
-        if not any(hmac.compare_digest(sent, key) for key in self._api_keys):
-            raise GatewayError(grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY",
-                               "missing or unknown API key: send 'authorization: Bearer <key>'")
-
-    async def _check_caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-        """The request id; aborts UNAUTHENTICATED when API keys are required and none matches."""
-        request_id, token = _caller(context)
-        try:
-            self._authorize(token)
-        except GatewayError as err:
-            log.warning("Rejected call: request_id=%s peer=%s code=UNAUTHENTICATED", request_id, context.peer())
-            await context.abort(err.code, err.message,
-                                trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
-        return request_id
-
-    def _prepare(self, request: pb.GenerateRequest, token: str,
-                 context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ProviderRequest, float | None]:
-        """Authorize, validate and resolve the deadline (an event-loop time), or raise GatewayError."""
-        self._authorize(token)
+    def _prepare(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any],
+                 call: CallRecord) -> tuple[ProviderRequest, float | None]:
+        """Validate and resolve the deadline (an event-loop time), or raise GatewayError."""
         provider_request = validate_generate(request, self._limits, self._max_request_bytes)
         self._router.check_target(request.provider, request.model)
+        if self._observer.record_content:
+            call.input_messages = _content_of(request)
         remaining = context.time_remaining()
+        call.routing()
         return provider_request, None if remaining is None else asyncio.get_running_loop().time() + remaining
 
-    def _prepare_count(self, request: pb.CountTokensRequest, token: str,
+    def _prepare_count(self, request: pb.CountTokensRequest,
                        context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ProviderRequest, float | None]:
-        self._authorize(token)
         provider_request = validate_count(request, self._limits, self._max_request_bytes)
         self._router.check_target(request.provider, request.model)
         remaining = context.time_remaining()
         return provider_request, None if remaining is None else asyncio.get_running_loop().time() + remaining
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str, request: _Request,
-                     err: GatewayError | None, started: float) -> None:
+                     err: GatewayError | None, started: float, call: CallRecord, quota: CallQuota | None = None
+                     ) -> None:
         """End the call with the error's status and details; None: a gateway bug (INTERNAL, no traceback)."""
         if err is None:
             log.exception("request_id=%s outcome=bug: unexpected failure", request_id)
             err = GatewayError(grpc.StatusCode.INTERNAL, "INTERNAL",
                                f"internal gateway error (request_id {request_id})")
+            call.failed(err.code.name, ())
+            self._observer.finish(call)
         else:
-            self._log_failure(request_id, request, err, started)
+            self._log_failure(request_id, request, err, started, call)
+        quota_trailers: tuple[tuple[str, str], ...] = ()
+        if quota is not None:
+            await quota.release()
+            quota_trailers = quota.trailers()
         await context.abort(err.code, err.message,
-                            trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata()))
+                            trailing_metadata=((REQUEST_ID_HEADER, request_id), *err.trailing_metadata(),
+                                               *quota_trailers))
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateResponse]
     ) -> pb.GenerateResponse:
         started = time.perf_counter()
-        request_id, token = _caller(context)
+        request_id, traceparent, tracestate = _caller(context)
+        call = self._observer.start(_GENERATE, request_id, request.model, traceparent, tracestate)
+        caller = current_caller()
+        call.caller = caller.name
+        quota = self._limiter.call(caller, context)
         try:
-            provider_request, deadline = self._prepare(request, token, context)
+            provider_request, deadline = self._prepare(request, context, call)
+            await quota.admit(provider_request, request.provider, request.model)
             result = await self._router.generate(provider_request, provider=request.provider,
-                                                 model=request.model, deadline=deadline)
+                                                 model=request.model, deadline=deadline, admit=quota.admit_provider)
         except GatewayError as err:
-            await self._abort(context, request_id, request, err, started)
+            await self._abort(context, request_id, request, quota.explain(err), started, call, quota)
             raise  # unreachable: abort raises
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:
-            await self._abort(context, request_id, request, None, started)
+            await self._abort(context, request_id, request, None, started, call, quota)
             raise
         r = result.response
-        latency_ms = (time.perf_counter() - started) * 1000
+        await quota.settle(result.provider, r.model, r.input_tokens, r.output_tokens)
+        context.set_trailing_metadata(quota.trailers())
         usage = _usage(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens)
         total = usage.total_tokens
+        call.provider, call.attempts, call.finish_reason = result.provider, result.attempts, r.finish_reason
+        usage.cost_usd = self._observer.price(call, r.model, r.input_tokens, r.output_tokens,
+                                              cache_read=r.cache_read_tokens, cache_write=r.cache_creation_tokens)
+        cost = usage.cost_usd
+        if self._observer.record_content:
+            call.output_text = r.content
+        latency_ms = self._observer.finish(call) * 1000
         fallback_note = f" (fallback from {result.attempts[0].provider})" if len(result.attempts) > 1 else ""
         log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                 "path=%s%s%s", request_id, result.provider, r.model, total, latency_ms, _path(result.attempts),
-                 _metadata_suffix(request.metadata), fallback_note)
+                 "path=%s cost_usd=%.6f caller=%s%s%s%s", request_id, result.provider, r.model, total, latency_ms,
+                 _path(result.attempts), cost, call.caller, _trace_suffix(call), _metadata_suffix(request.metadata),
+                 fallback_note, extra=self._observer.log_fields(call, latency_ms))
         return pb.GenerateResponse(
             content=r.content, model=r.model, provider=result.provider,
             usage=usage,
@@ -170,15 +191,24 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         context: grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateStreamResponse],
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         started = time.perf_counter()
-        request_id, token = _caller(context)
+        request_id, traceparent, tracestate = _caller(context)
+        call = self._observer.start(_GENERATE_STREAM, request_id, request.model, traceparent, tracestate)
         head: StreamStarted | None = None
+        texts: list[str] | None = [] if self._observer.record_content else None
+        caller = current_caller()
+        call.caller = caller.name
+        quota = self._limiter.call(caller, context)
         try:
-            provider_request, deadline = self._prepare(request, token, context)
+            provider_request, deadline = self._prepare(request, context, call)
+            await quota.admit(provider_request, request.provider, request.model)
             # aclosing: a cancel while suspended at a yield closes the provider's stream right here.
             async with contextlib.aclosing(self._router.stream(
-                    provider_request, provider=request.provider, model=request.model, deadline=deadline)) as items:
+                    provider_request, provider=request.provider, model=request.model, deadline=deadline,
+                    admit=quota.admit_provider)) as items:
                 async for item in items:
                     if isinstance(item, TextDelta):
+                        if texts is not None:
+                            texts.append(item.text)
                         yield pb.GenerateStreamResponse(delta=pb.ContentDelta(index=item.index, text=item.text))
                     elif isinstance(item, ToolUseDelta):
                         yield pb.GenerateStreamResponse(delta=pb.ContentDelta(
@@ -193,17 +223,30 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                             index=item.index, redacted_thinking=pb.RedactedThinkingBlock(data=item.data)))
                     elif isinstance(item, StreamStarted):
                         head = item
+                        call.provider, call.attempts = item.provider, item.attempts
+                        call.first_token_s = item.first_token_ms / 1000
+                        call.head_s = time.perf_counter() - call.start_perf
                         yield pb.GenerateStreamResponse(start=pb.StreamStart(
                             provider=item.provider, model=item.model, request_id=request_id))
                     elif head is not None and isinstance(item, StreamDone):
+                        await quota.settle(head.provider, item.model, item.input_tokens, item.output_tokens)
+                        context.set_trailing_metadata(quota.trailers())
                         usage = _usage(item.input_tokens, item.output_tokens, item.cache_read_tokens,
                                        item.cache_creation_tokens)
                         total = usage.total_tokens
-                        latency_ms = (time.perf_counter() - started) * 1000
+                        call.finish_reason = item.finish_reason
+                        usage.cost_usd = self._observer.price(call, item.model, item.input_tokens,
+                                                              item.output_tokens, cache_read=item.cache_read_tokens,
+                                                              cache_write=item.cache_creation_tokens)
+                        cost = usage.cost_usd
+                        if texts is not None:
+                            call.output_text = "".join(texts)
+                        latency_ms = self._observer.finish(call) * 1000
                         log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                                 "first_token_ms=%.2f path=%s%s", request_id, head.provider, item.model, total,
-                                 latency_ms, head.first_token_ms, _path(head.attempts),
-                                 _metadata_suffix(request.metadata))
+                                 "first_token_ms=%.2f path=%s cost_usd=%.6f caller=%s%s%s", request_id,
+                                 head.provider, item.model, total, latency_ms, head.first_token_ms,
+                                 _path(head.attempts), cost, call.caller, _trace_suffix(call),
+                                 _metadata_suffix(request.metadata), extra=self._observer.log_fields(call, latency_ms))
                         yield pb.GenerateStreamResponse(end=pb.StreamEnd(
                             finish_reason=item.finish_reason, stop_reason=item.stop_reason,
                             usage=usage,
@@ -211,41 +254,61 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         except GatewayError as err:
             if head is not None and not err.attempts:
                 err.attempts = head.attempts
-            await self._abort(context, request_id, request, err, started)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+            await self._abort(context, request_id, request, quota.explain(err), started, call, quota)
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:
-            await self._abort(context, request_id, request, None, started)
+            await self._abort(context, request_id, request, None, started, call, quota)
 
-    def _log_failure(self, request_id: str, request: _Request, err: GatewayError, started: float) -> None:
+    def _cancelled(self, call: CallRecord) -> None:
+        """The caller went away (or the server is stopping): counted as CANCELLED."""
+        call.failed("CANCELLED", call.attempts)
+        self._observer.finish(call)
+
+    def _log_failure(self, request_id: str, request: _Request, err: GatewayError, started: float,
+                     call: CallRecord) -> None:
         path = _path(err.attempts)
         level = logging.WARNING if err.attempts else logging.INFO
-        log.log(level, "Request failed: request_id=%s code=%s reason=%s latency_ms=%.2f path=%s%s: %s",
-                request_id, err.code.name, err.reason, (time.perf_counter() - started) * 1000, path or "-",
-                _metadata_suffix(request.metadata), err.message)
+        call.failed(err.code.name, err.attempts)
+        latency_ms = self._observer.finish(call) * 1000
+        fields = self._observer.log_fields(call, latency_ms)
+        fields["code"], fields["reason"] = err.code.name, err.reason
+        log.log(level, "Request failed: request_id=%s code=%s reason=%s latency_ms=%.2f path=%s caller=%s%s%s: %s",
+                request_id, err.code.name, err.reason, latency_ms, path or "-", call.caller, _trace_suffix(call),
+                _metadata_suffix(request.metadata), err.message, extra=fields)
 
     async def CountTokens(
         self, request: pb.CountTokensRequest,
         context: grpc.aio.ServicerContext[pb.CountTokensRequest, pb.CountTokensResponse],
     ) -> pb.CountTokensResponse:
         started = time.perf_counter()
-        request_id, token = _caller(context)
+        request_id, traceparent, tracestate = _caller(context)
+        call = self._observer.start(_COUNT_TOKENS, request_id, request.model, traceparent, tracestate)
+        call.caller = current_caller().name
         try:
-            provider_request, deadline = self._prepare_count(request, token, context)
+            provider_request, deadline = self._prepare_count(request, context)
             result = await self._router.count_tokens(provider_request, provider=request.provider,
                                                      model=request.model, deadline=deadline)
         except GatewayError as err:
-            await self._abort(context, request_id, request, err, started)
+            await self._abort(context, request_id, request, err, started, call)
             raise  # unreachable: abort raises
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            self._cancelled(call)
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:
-            await self._abort(context, request_id, request, None, started)
+            await self._abort(context, request_id, request, None, started, call)
             raise
+        # Not a model call: no GenAI metrics or spans (the gRPC interceptor counts the call itself).
+        call.finished = True
         latency_ms = (time.perf_counter() - started) * 1000
-        log.info("Counted tokens: request_id=%s provider=%s model=%s input_tokens=%d latency_ms=%.2f path=%s%s",
-                 request_id, result.provider, result.attempts[-1].model, result.input_tokens, latency_ms,
-                 _path(result.attempts), _metadata_suffix(request.metadata))
+        log.info("Counted tokens: request_id=%s provider=%s model=%s input_tokens=%d latency_ms=%.2f path=%s "
+                 "caller=%s%s", request_id, result.provider, result.attempts[-1].model, result.input_tokens,
+                 latency_ms, _path(result.attempts), call.caller, _metadata_suffix(request.metadata))
         return pb.CountTokensResponse(input_tokens=result.input_tokens, provider=result.provider,
                                       model=result.attempts[-1].model, attempts=result.attempts,
                                       request_id=request_id, latency_ms=latency_ms)
@@ -253,8 +316,6 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
     async def Health(
         self, request: pb.HealthRequest, context: grpc.aio.ServicerContext[pb.HealthRequest, pb.HealthResponse]
     ) -> pb.HealthResponse:
-        if self._api_keys:
-            await self._check_caller(context)
         entries = []
         for name, p in self._providers.items():
             state = self._health.states[name]
@@ -272,8 +333,6 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self, request: pb.ListProvidersRequest,
         context: grpc.aio.ServicerContext[pb.ListProvidersRequest, pb.ListProvidersResponse],
     ) -> pb.ListProvidersResponse:
-        if self._api_keys:
-            await self._check_caller(context)
         infos = []
         for base in self._provider_infos:
             ejection = self._health.state(base.name)
@@ -293,13 +352,23 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         self, request: pb.GetStatusRequest,
         context: grpc.aio.ServicerContext[pb.GetStatusRequest, pb.GetStatusResponse],
     ) -> pb.GetStatusResponse:
-        if self._api_keys:
-            await self._check_caller(context)
         return pb.GetStatusResponse(service=SERVICE_NAME, version=__version__,
                                     status="draining" if self.draining else "running",
                                     providers=list(self._providers),
                                     default_provider=self._router.default_provider,
                                     worker_id=self.worker_id, worker_pid=os.getpid())
+
+    async def GetUsage(
+        self, request: pb.GetUsageRequest,
+        context: grpc.aio.ServicerContext[pb.GetUsageRequest, pb.GetUsageResponse],
+    ) -> pb.GetUsageResponse:
+        # Admin keys only: checked by auth.AuthInterceptor (ADMIN_METHODS).
+        try:
+            reports, available = await self._limiter.usage(request.key)
+        except GatewayError as err:
+            await context.abort(err.code, err.message, trailing_metadata=tuple(err.trailing_metadata()))
+            raise  # unreachable: abort raises
+        return usage_response(reports, available, self._limiter.backend.name)
 
 
 def _tool_use(part: ToolUsePart) -> pb.ToolUseBlock:
@@ -322,6 +391,20 @@ def _usage(input_tokens: int, output_tokens: int, cache_read: int, cache_creatio
     return pb.Usage(input_tokens=input_tokens, output_tokens=output_tokens,
                     cache_read_input_tokens=cache_read, cache_creation_input_tokens=cache_creation,
                     total_tokens=input_tokens + cache_read + cache_creation + output_tokens)
+
+
+def _trace_suffix(call: CallRecord) -> str:
+    return f" trace_id={call.trace_id}" if call.trace_id else ""
+
+
+def _content_of(request: pb.GenerateRequest) -> list[dict[str, str]]:
+    """The request's text, for spans when observability.trace_content is on (never otherwise)."""
+    out = [{"role": "system", "content": request.system}] if request.system else []
+    role = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
+    for m in request.messages:
+        text = "\n".join([m.content, *(b.text.text for b in m.blocks if b.HasField("text"))]).strip("\n")
+        out.append({"role": role.get(m.role, "user"), "content": text})
+    return out
 
 
 def _path(attempts: list[pb.Attempt]) -> str:

@@ -44,6 +44,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gateway_server.pricing import ModelPrice
+
 DEFAULT_CONFIG_PATH = "config/gateway.yaml"
 
 
@@ -150,12 +152,72 @@ class RetryBudgetConfig(_Strict):
     min_retry_concurrency: int = Field(3, ge=0, description="Re-tries always allowed in flight.")
 
 
+class LimitSettings(_Strict):
+    """Limits of one API key or one provider account; unset: no limit of that kind."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    # Input + output tokens.
+    tokens_per_minute: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1, description="Calls in flight at once.")
+
+
+class BudgetSettings(_Strict):
+    """Spend of one API key in USD, per UTC day and per UTC calendar month; unset: no budget."""
+
+    daily_usd: float | None = Field(None, gt=0)
+    monthly_usd: float | None = Field(None, gt=0)
+
+
+class ApiKeyConfig(_Strict):
+    """One caller's API key (see README "Keys, limits and budgets"). The secret itself is never in the
+    config: either its SHA-256 (``gatewayctl keys hash``) or the name of an environment variable
+    holding it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the secret, hex.")
+    secret_env: str | None = Field(None, min_length=1, description="An environment variable holding the secret.")
+    team: str = ""
+    # Empty: every provider / model. Models may be aliases (an alias allows its ids and the reverse).
+    providers: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    limits: LimitSettings | None = None
+    budget: BudgetSettings = BudgetSettings()
+    admin: bool = Field(False, description="May call the admin RPCs (GetUsage).")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKeyConfig:
+        if (self.sha256 is None) == (self.secret_env is None):
+            raise ValueError("set exactly one of sha256 and secret_env")
+        return self
+
+
+class RedisLimiterConfig(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout_ms: float = Field(50.0, gt=0, description="Per Redis command; connect included.")
+    # All the limiter's keys share one hash tag, "{<key_prefix>}", so one script decides atomically.
+    key_prefix: str = Field("mg", min_length=1, pattern=r"^[^{}\s]+$")
+    # After a failure, calls skip Redis (applying on_failure) for this long before it is tried again.
+    retry_interval: float = Field(1.0, ge=0)
+    # A Redis Cluster (url: any node): every limiter key is in the slot of the one hash tag.
+    cluster: bool = False
+
+
 class RateLimitConfig(_Strict):
-    """Accepted and validated now; enforced in a later release."""
+    """Where limits, concurrency and budgets are counted, and the defaults (README "Keys, limits and
+    budgets"). Each key's own ``limits`` always apply; ``enabled`` applies ``requests_per_minute`` and
+    ``tokens_per_minute`` to every caller without limits of its own."""
 
     enabled: bool = False
     requests_per_minute: int = Field(60, ge=1)
     tokens_per_minute: int = Field(100_000, ge=1)
+    backend: Literal["memory", "redis"] = "memory"
+    redis: RedisLimiterConfig = RedisLimiterConfig()
+    # Redis unreachable: admit calls without limits (fail_open) or refuse them UNAVAILABLE (fail_closed).
+    on_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    # A provider account's own limits: the gateway skips (falls back from) a provider at its limit.
+    providers: dict[str, LimitSettings] = Field(default_factory=dict)
+    # Lease of a concurrency slot: a replica that dies mid-call frees its slots after this long.
+    concurrency_lease: float = Field(900.0, gt=0)
 
 
 class HealthCheckConfig(_Strict):
@@ -214,6 +276,17 @@ class LimitsConfig(_Strict):
     default_max_tokens: int = Field(4096, ge=1)
 
 
+class ObservabilityConfig(_Strict):
+    """Traces and logs (README "Observability"); metrics are GATEWAY_METRICS_PORT."""
+
+    # Record prompt and completion text in trace spans (gen_ai.input.messages / gen_ai.output.messages).
+    # Off: spans carry token counts, models and outcomes, never content.
+    trace_content: bool = False
+
+
+_CALLER_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_file=".env", extra="forbid", frozen=True, env_nested_delimiter="__"
@@ -231,6 +304,14 @@ class GatewaySettings(BaseSettings):
     # Callers must send "authorization: Bearer <one of these>" when any is set (GATEWAY_API_KEYS,
     # comma-separated). grpc.health.v1 and reflection stay open.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Named API keys with scopes, limits and budgets (README "Keys, limits and budgets").
+    keys: list[ApiKeyConfig] = Field(default_factory=list)
+    # Named keys (GATEWAY_NAMED_API_KEYS='{"team-a": "key"}'): accepted like api_keys, and the name is
+    # the caller label of metrics and logs (an unnamed key, or none: "anonymous").
+    named_api_keys: dict[Annotated[str, Field(pattern=_CALLER_NAME)], SecretStr] = Field(default_factory=dict)
+    # Prometheus /metrics on its own port (never the gRPC port); 0 disables. Host: metrics_host, else host.
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    metrics_host: str | None = None
 
     default_provider: str = "anthropic"
     # When no real provider has credentials, answer from the mock provider (development).
@@ -245,6 +326,9 @@ class GatewaySettings(BaseSettings):
     retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+    # Model id -> list prices (USD per million tokens); a model missing here costs 0 ("priced: false").
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -291,6 +375,19 @@ class GatewaySettings(BaseSettings):
             for name in mapping:
                 if name not in self.providers:
                     raise ValueError(f"model_aliases.{alias}: '{name}' is not a configured provider ({names})")
+        seen: set[str] = set()
+        for i, key in enumerate(self.keys):
+            if key.name in seen or key.name in self.named_api_keys:
+                raise ValueError(f"keys[{i}].name: '{key.name}' is given twice")
+            seen.add(key.name)
+            for name in key.providers:
+                if name not in self.providers:
+                    raise ValueError(f"keys[{i}].providers: '{name}' is not a configured provider ({names})")
+            if key.secret_env is not None and not os.environ.get(key.secret_env):
+                raise ValueError(f"keys[{i}].secret_env: the environment variable {key.secret_env} is not set")
+        for name in self.rate_limit.providers:
+            if name not in self.providers:
+                raise ValueError(f"rate_limit.providers: '{name}' is not a configured provider ({names})")
         return self
 
     @classmethod

@@ -12,6 +12,9 @@ Usage::
     gatewayctl health
     gatewayctl providers
     gatewayctl status
+    gatewayctl usage [KEY]          (an admin key: each API key's requests, tokens, spend, limits)
+    gatewayctl keys new --name NAME (a new API key secret and the SHA-256 for the gateway's config)
+    gatewayctl keys hash [SECRET]   (the SHA-256 of a secret; '-' or nothing reads it from stdin)
 
 The target comes from ``--target``, else the configuration (``--config``, ``$ORCHESTRATOR_CONFIG``
 or ``config/orchestrator.gateway.yaml``, with ``ORCHESTRATOR_GATEWAY_*`` overrides), else
@@ -50,11 +53,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
 import os
+import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -76,6 +82,8 @@ from orchestrator_client.results import (
     to_jsonable,
 )
 from orchestrator_client.settings import load_config
+from orchestrator_client.telemetry import new_trace
+from orchestrator_client.usage import UsageReport
 
 __all__ = ["EXIT_CODES", "exit_code_for", "exit_code_for_error", "main"]
 
@@ -128,6 +136,8 @@ examples:
   gatewayctl count --system "Be terse." "How long is this conversation?"
   gatewayctl --target localhost:50051 --json providers
   gatewayctl --target dns:///gateway.internal:50051 health
+  gatewayctl --api-key "$ADMIN_KEY" usage
+  gatewayctl keys new --name search-service
 """
 
 
@@ -174,7 +184,7 @@ def _common_options() -> _Parser:
     common.add_argument("--retry-delay", type=float, help="base wait between attempts in s (default 1.0)")
     common.add_argument("--attempt-timeout", type=float, help="cap of one attempt in seconds")
     common.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")
-    common.add_argument("--verbose", "-v", action="count", help="debug logging")
+    common.add_argument("--verbose", "-v", action="count", help="debug logging; prints the trace id of the call")
     common.add_argument("--quiet", "-q", action="store_true", help="no retry log, only the final error")
     return common
 
@@ -225,6 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, parents=[common], help=text, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    usage = commands.add_parser("usage", parents=[common], epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                help="each API key's requests, tokens, spend and limits (an admin key)")
+    usage.add_argument("key", nargs="?", default="", help="one key's name (default: every key)")
+    keys = commands.add_parser("keys", parents=[common], help="make an API key, or hash one for the config")
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", parser_class=_Parser)
+    keys_commands.required = True
+    new = keys_commands.add_parser("new", parents=[common], help="a new random secret and its SHA-256")
+    new.add_argument("--name", default="my-service", help="the key's name in the config (default: my-service)")
+    hashed = keys_commands.add_parser("hash", parents=[common], help="the SHA-256 of a secret, for the config")
+    hashed.add_argument("secret", nargs="?", default="-", help="the secret ('-' or nothing: read from stdin)")
     return parser
 
 
@@ -235,6 +256,59 @@ def _add_conversation_options(command: argparse.ArgumentParser) -> None:
                          help="extended thinking: a token budget (>= 1024, below --max-tokens), or a mode")
     command.add_argument("--document", action="append", default=[], metavar="PATH",
                          help="attach a document (.pdf as PDF, anything else as UTF-8 text; repeatable)")
+
+
+SECRET_PREFIX = "mgk_"
+
+
+def _keys(args: argparse.Namespace, as_json: bool, out: TextIO) -> int:
+    """``keys new`` / ``keys hash``: the gateway's config holds only the SHA-256 of a secret."""
+    if args.keys_command == "new":
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        name = args.name
+    else:
+        secret = (sys.stdin.readline() if args.secret == "-" else args.secret).strip()
+        if not secret:
+            raise _UsageError("gatewayctl: error: keys hash: the secret is empty")
+        name = ""
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    if as_json:
+        doc = {"name": name, "secret": secret, "sha256": digest} if name else {"sha256": digest}
+        json.dump(doc, out, indent=2)
+        out.write("\n")
+    elif name:
+        out.write(f"secret: {secret}\n  (give it to the caller, who sends 'authorization: Bearer <secret>'; "
+                  "it is not stored anywhere)\n")
+        out.write(f"sha256: {digest}\n\nfor the gateway's config:\n\nkeys:\n  - name: {name}\n"
+                  f"    sha256: \"{digest}\"\n")
+    else:
+        out.write(digest + "\n")
+    return EXIT_OK
+
+
+def _money(value: float) -> str:
+    return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
+
+
+def _print_usage(report: UsageReport, out: TextIO) -> None:
+    if not report.backend_available:
+        out.write(f"warning: the limiter's backend ({report.backend}) could not be read: counts are empty\n")
+    rows = [["KEY", "TEAM", "REQ/MIN", "TOK/MIN", "REQ/DAY", "TOK/DAY", "USD/DAY", "USD/MONTH", "IN-FLIGHT",
+             "REMAINING/LIMIT"]]
+    short = {"requests_per_minute": "rpm", "tokens_per_minute": "tpm", "max_concurrent": "concurrent",
+             "daily_usd": "daily", "monthly_usd": "monthly"}
+    for k in report.keys:
+        limits = ", ".join(
+            f"{short.get(x.name, x.name)} " + (f"{_money(x.remaining)}/{_money(x.limit)}" if x.name.endswith("_usd")
+                                               else f"{int(x.remaining)}/{x.limit:g}")
+            for x in k.limits) or "-"
+        rows.append([k.name, k.team or "-", str(k.minute.requests),
+                     str(k.minute.input_tokens + k.minute.output_tokens), str(k.day.requests),
+                     str(k.day.input_tokens + k.day.output_tokens), _money(k.day.spend_usd),
+                     _money(k.month.spend_usd), str(k.in_flight), limits])
+    _table(rows, out)
+    periods = f" (day {report.keys[0].day.period}, month {report.keys[0].month.period}, UTC)" if report.keys else ""
+    out.write(f"backend: {report.backend}{periods}\n")
 
 
 def _configure_logging(verbose: int, quiet: bool, err: TextIO) -> Callable[[], None]:
@@ -466,6 +540,8 @@ def _print_status(status: Status, out: TextIO) -> None:
 
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     as_json = bool(getattr(args, "json", False))
+    if args.command == "keys":
+        return _keys(args, as_json, out)
     metadata = _parse_metadata(args.metadata) if args.command == "generate" else {}
     prompt = ""
     if args.command in ("generate", "count"):
@@ -504,6 +580,14 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 out.write("\n")
             else:
                 _print_providers(listing, out)
+            return EXIT_OK
+        if args.command == "usage":
+            usage = await client.usage(args.key)
+            if as_json:
+                json.dump(to_jsonable(usage), out, indent=2)
+                out.write("\n")
+            else:
+                _print_usage(usage, out)
             return EXIT_OK
         status = await client.status()
         if as_json:
@@ -559,6 +643,17 @@ def _discard_pending_output(*streams: TextIO) -> None:
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def _verbose_trace(args: argparse.Namespace, err: TextIO) -> Iterator[None]:
+    """-v: the call goes out with a W3C traceparent of a new trace, whose id is printed first."""
+    if not getattr(args, "verbose", 0):
+        yield
+        return
+    with new_trace() as trace_id:
+        err.write(f"-- trace_id={trace_id}\n")
+        yield
+
+
 def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
@@ -575,7 +670,8 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         int(getattr(args, "verbose", 0) or 0), bool(getattr(args, "quiet", False)), err
     )
     try:
-        return asyncio.run(_run(args, out, err))
+        with _verbose_trace(args, err):
+            return asyncio.run(_run(args, out, err))
     except _UsageError as exc:
         err.write(f"{exc}\n")
         return EXIT_USAGE

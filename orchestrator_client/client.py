@@ -78,7 +78,9 @@ from orchestrator_client.retry_policy import (
 from orchestrator_client.settings import GatewaySettings
 from orchestrator_client.stats import ClientStats
 from orchestrator_client.streaming import EventStream, StreamProgress
-from orchestrator_client.targets import DEFAULT_TARGET, normalize_target
+from orchestrator_client.targets import DEFAULT_TARGET, check_key_transport, normalize_target
+from orchestrator_client.telemetry import trace_metadata
+from orchestrator_client.usage import UsageReport
 
 __all__ = ["Clock", "GatewayClient", "GenerateOptions", "MessageLike", "Sleep"]
 
@@ -187,6 +189,8 @@ class GatewayClient:
             raise ValueError("load_balancing must be 'round_robin' or 'pick_first'")
         self.target, scheme_tls = normalize_target(target, tls)
         self.tls = bool(scheme_tls) if tls is None else tls
+        if api_key:
+            check_key_transport(self.target, self.tls)
         self.max_retries = max_retries
         self.retry_delay = retry_delay
         self.timeout = timeout
@@ -446,6 +450,16 @@ class GatewayClient:
         response, _ = await self._invoke("GetStatus", pb.GetStatusRequest(), timeout, deadline, None, counted=False)
         return Status.from_proto(response)
 
+    async def usage(
+        self, key: str = "", *, timeout: float | None = None, deadline: float | None = None
+    ) -> UsageReport:
+        """Admin keys only: each API key's (or one key's) requests, tokens, spend, limits and what
+        remains of them (not in :attr:`stats`)."""
+        response, _ = await self._invoke(
+            "GetUsage", pb.GetUsageRequest(key=key), timeout, deadline, None, counted=False
+        )
+        return UsageReport.from_proto(response)
+
     # ------------------------------------------------------------------ the retry loop
 
     def _new_call(
@@ -467,7 +481,7 @@ class GatewayClient:
         return _Call(
             rpc,
             request,
-            ((REQUEST_ID_HEADER, rid), *self._static_metadata),
+            ((REQUEST_ID_HEADER, rid), *self._static_metadata, *trace_metadata()),
             rid,
             budget,
             budget_end,

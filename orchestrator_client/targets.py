@@ -15,9 +15,10 @@ port: 50051 for plaintext, 443 for TLS (gRPC itself would dial 443 whatever the 
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_TARGET", "PLAINTEXT_PORT", "TLS_PORT", "normalize_target"]
+__all__ = ["DEFAULT_TARGET", "PLAINTEXT_PORT", "TLS_PORT", "check_key_transport", "is_loopback", "normalize_target"]
 
 DEFAULT_TARGET = "localhost:50051"
 PLAINTEXT_PORT = 50051
@@ -98,3 +99,49 @@ def normalize_target(url: str, tls: bool | None = None) -> tuple[str, bool | Non
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     return f"{host}:{port}", scheme_tls
+
+
+def _host_of(hostport: str) -> str:
+    if hostport.startswith("["):
+        return hostport[1 : hostport.find("]")] if "]" in hostport else hostport
+    if hostport.count(":") == 1:
+        return hostport.split(":", 1)[0]
+    return hostport
+
+
+def _is_loopback_host(host: str) -> bool:
+    host = host.strip().lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback(target: str) -> bool:
+    """Whether a channel target (as ``normalize_target`` returns it) reaches only this machine:
+    localhost, 127.0.0.0/8, ::1 or a unix socket."""
+    lowered = target.lower()
+    if lowered.startswith(("unix:", "unix-abstract:")):
+        return True
+    if lowered.startswith(("ipv4:", "ipv6:")):
+        addresses = target.split(":", 1)[1].split(",")
+        return all(_is_loopback_host(_host_of(a)) for a in addresses if a)
+    if lowered.startswith("dns:"):
+        rest = target[4:]
+        if rest.startswith("//"):
+            rest = rest[rest.find("/", 2) + 1 :] if rest.find("/", 2) != -1 else ""
+        return bool(rest) and _is_loopback_host(_host_of(rest))
+    if lowered.startswith(_RESOLVER_SCHEMES):
+        return False
+    return _is_loopback_host(_host_of(target))
+
+
+def check_key_transport(target: str, tls: bool) -> None:
+    """Refuse to send an API key in plaintext anywhere but to this machine (raises ValueError)."""
+    if not tls and not is_loopback(target):
+        raise ValueError(
+            f"refusing to send the API key in plaintext to {target}: use TLS (https:// or grpcs://, "
+            "tls: true) or a loopback address"
+        )

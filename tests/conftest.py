@@ -21,6 +21,11 @@ for _var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", 
     os.environ.pop(_var, None)
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+# No test gateway serves /metrics on the fixed default port (parallel runs would collide); the
+# metrics tests pick a free port themselves. No test exports traces unless it sets OTEL_* itself.
+os.environ["GATEWAY_METRICS_PORT"] = "0"
+for _var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PROMETHEUS_MULTIPROC_DIR"):
+    os.environ.pop(_var, None)
 
 
 def mock_config(**overrides: Any) -> dict[str, Any]:
