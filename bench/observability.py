@@ -234,9 +234,6 @@ def _slug(v: Variant) -> str:
     return f"obs-{v.provider}-{v.name.replace('+', '-')}"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def micro(calls: int = 20000) -> dict[str, float]:
     """The per-call observability work alone, in this process: CPU microseconds per call (every thread).
@@ -333,3 +330,7 @@ def micro_table(us: dict[str, float], plain_cpu_ms: float | None) -> str:
         share = "" if not plain_cpu_ms else f"{value / (plain_cpu_ms * 1000) * 100:.1f}%"
         lines.append(f"| {name} | {value:.1f} | {share} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,8 @@ should call ``prometheus_client.multiprocess.mark_process_dead(pid)`` when a wor
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import os
 import threading
 import time
@@ -337,8 +339,14 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
                 in_flight.inc()
                 status = "UNKNOWN"
                 try:
-                    async for item in inner_us(request, context):
-                        yield item
+                    stream = inner_us(request, context)
+                    if inspect.isasyncgen(stream):
+                        # aclosing: a caller that goes away closes the servicer's stream here, at once.
+                        async with contextlib.aclosing(stream) as items:
+                            async for item in items:
+                                yield item
+                    else:  # a coroutine writing with context.write() (grpc.health.v1's Watch)
+                        await stream
                     status = status_of(context)
                 except grpc.aio.AbortError:
                     status = status_of(context)

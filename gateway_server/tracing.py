@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -170,9 +171,13 @@ class GatewayTracer:
             span.end(end_time=stop)
 
 
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
 def traceparent_ids(traceparent: str) -> tuple[str, str]:
-    """(trace id, parent span id) of a well-formed W3C traceparent, else ("", "")."""
-    parts = traceparent.split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16 and parts[1] != "0" * 32:
-        return parts[1], parts[2]
-    return "", ""
+    """(trace id, parent span id) of a well-formed W3C traceparent, else ("", ""): a caller's bytes
+    reach the logs only as 32 + 16 lower-case hex digits."""
+    match = _TRACEPARENT.match(traceparent)
+    if match is None or match.group(1) == "0" * 32:
+        return "", ""
+    return match.group(1), match.group(2)

@@ -147,3 +147,13 @@ def test_exceptions_keep_their_traceback_in_json(root_logging) -> None:
     stop_logging()
     (line,) = json_lines(out.getvalue())
     assert line["message"].startswith("failed: here") and "ValueError: boom" in json.dumps(line)
+
+
+def test_only_a_well_formed_traceparent_reaches_the_logs() -> None:
+    from gateway_server.tracing import traceparent_ids
+
+    assert traceparent_ids(TRACEPARENT) == (TRACE_ID, "b7ad6b7169203331")
+    forged = "00-" + "a" * 15 + "\n" + "b" * 16 + "-b7ad6b7169203331-01"
+    assert len(forged.split("-")[1]) == 32
+    for bad in (forged, "00-" + "0" * 32 + "-b7ad6b7169203331-01", "garbage", "", TRACEPARENT.upper()):
+        assert traceparent_ids(bad) == ("", "")

@@ -275,3 +275,29 @@ def test_unknown_attempt_reason_is_counted_not_dropped() -> None:
                                                             "reason": "PROVIDER_TIMEOUT"}) == 1
     assert reg.get_sample_value("gateway_provider_attempts_total", {"provider": OTHER, "outcome": "skipped",
                                                                     "reason": "PROVIDER_DISABLED"}) == 1
+
+
+async def test_health_watch_and_unary_health_through_the_interceptor(gateway_factory, metrics_port) -> None:
+    """A server-streaming handler written as a coroutine with context.write() (grpc.health.v1 Watch)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    app = await gateway_factory(mock_config())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+    s = await scrape(metrics_port)
+    assert value(s, "grpc_server_call_started_total", grpc_method="grpc.health.v1.Health/Watch") == 1
+    assert value(s, "grpc_server_call_duration_seconds_count", grpc_method="grpc.health.v1.Health/Check",
+                 grpc_status="OK") == 1
+    for _ in range(100):  # the server sees the cancel a moment later
+        s = await scrape(metrics_port)
+        if value(s, "gateway_server_calls_in_flight", grpc_method="grpc.health.v1.Health/Watch") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert value(s, "grpc_server_call_duration_seconds_count", grpc_method="grpc.health.v1.Health/Watch",
+                 grpc_status="CANCELLED") == 1
