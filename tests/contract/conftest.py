@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 # Code generation for other languages (Java, Kotlin, C#, C++, Objective-C, PHP, Ruby) tests protoc
-# and its plugins more than our contract: opt-in, `make codegen-check` (CODEGEN_CHECK=1).
+# and its plugins more than our contract: opt-in, `make codegen-check` (CODEGEN_CHECK=1; naming the
+# file on pytest's command line runs it too).
 collect_ignore = [] if os.environ.get("CODEGEN_CHECK") == "1" else ["test_codegen.py"]
 
 REPO = Path(__file__).resolve().parents[2]
