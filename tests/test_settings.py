@@ -13,6 +13,7 @@ from gateway_server.settings import (
     AnthropicProviderConfig,
     BedrockProviderConfig,
     ConfigError,
+    GatewaySettings,
     load_settings,
     settings_from_mapping,
 )
@@ -156,3 +157,15 @@ def test_a_mapping_stands_in_for_the_file_below_the_environment(monkeypatch: pyt
     s = settings_from_mapping({"default_provider": "a", "port": 7011, "providers": {"a": {"type": "mock"}}},
                               env_file=None)
     assert s.port == 7010
+
+
+def test_settings_built_in_code_read_the_environment_but_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_HOST", "10.0.0.9")
+    monkeypatch.setenv("GATEWAY_PORT", "7020")
+    s = GatewaySettings(default_provider="m", providers={"m": {"type": "mock"}}, port=7021, _env_file=None)
+    assert (s.host, s.port) == ("10.0.0.9", 7021)  # arguments beat the environment, which beats defaults
+
+
+def test_a_config_path_that_is_a_directory_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*: Is a directory"):
+        load_settings(tmp_path)

@@ -1,8 +1,8 @@
 """The .pyi stubs from mypy-protobuf give Python callers real types.
 
 Stubs are generated fresh from the contract into a temporary folder (as `make stubs` does), then
-mypy --strict checks two callers against them: a correct one must pass, a wrong one must fail
-with the errors a typed caller expects (wrong field type, wrong attribute type, unknown field).
+one mypy --strict run checks two callers against them: a correct one must pass, a wrong one must
+fail with the errors a typed caller expects (wrong field type, wrong attribute type, unknown field).
 """
 
 from __future__ import annotations
@@ -93,27 +93,6 @@ def stubs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def mypy(stubs_dir: Path, source: str, name: str) -> tuple[int, str]:
-    pytest.importorskip("mypy", reason="mypy is not installed (dev extras: make setup)")
-    (stubs_dir / "mypy.ini").write_text(MYPY_INI)
-    (stubs_dir / name).write_text(textwrap.dedent(source))
-    result = run(
-        sys.executable,
-        "-m",
-        "mypy",
-        "--config-file",
-        "mypy.ini",
-        "--cache-dir",
-        ".mypy_cache",
-        "--no-error-summary",
-        "--show-error-codes",
-        name,
-        cwd=stubs_dir,
-        timeout=300,
-    )
-    return result.returncode, result.output
-
-
 def test_python_generates_cleanly_with_typed_stubs(tmp_path: Path) -> None:
     """What `make stubs` runs: grpcio-tools' protoc with mypy-protobuf's plugins (.pyi beside .py)."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -153,14 +132,21 @@ def test_python_generates_cleanly_with_typed_stubs(tmp_path: Path) -> None:
     assert "class GenerateRequest(" in (v1 / "model_gateway_pb2.pyi").read_text()
 
 
-def test_typed_caller_passes_strict_mypy(stubs_dir: Path) -> None:
-    code, output = mypy(stubs_dir, GOOD, "good_caller.py")
-    assert code == 0, output
-
-
-def test_wrong_caller_fails_mypy(stubs_dir: Path) -> None:
-    code, output = mypy(stubs_dir, BAD, "bad_caller.py")
-    assert code != 0, "mypy accepted wrong types: the stubs are not typed"
+def test_typed_callers_pass_and_wrong_ones_fail_strict_mypy(stubs_dir: Path) -> None:
+    """One mypy run over both callers: the correct one is clean, the wrong one fails as a typed caller
+    expects (wrong field type, wrong attribute type, unknown field)."""
+    pytest.importorskip("mypy", reason="mypy is not installed (dev extras: make setup)")
+    (stubs_dir / "mypy.ini").write_text(MYPY_INI)
+    (stubs_dir / "good_caller.py").write_text(textwrap.dedent(GOOD))
+    (stubs_dir / "bad_caller.py").write_text(textwrap.dedent(BAD))
+    result = run(
+        sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", ".mypy_cache",
+        "--no-error-summary", "--show-error-codes", "good_caller.py", "bad_caller.py",
+        cwd=stubs_dir, timeout=300,
+    )
+    output = result.output
+    assert "good_caller.py" not in output, output
+    assert result.returncode != 0, "mypy accepted wrong types: the stubs are not typed"
     assert "bad_caller.py:4:" in output and "[arg-type]" in output, output  # max_tokens="many"
     assert "bad_caller.py:5:" in output and "[assignment]" in output, output  # str into int
     assert "bad_caller.py:6:" in output and "[attr-defined]" in output, output  # unknown field
