@@ -1,18 +1,28 @@
-"""A fake Anthropic API, as small and fast as possible: ``python -m bench.fake_upstream``.
+"""A fake Anthropic API and a fake Bedrock Runtime, as small and fast as possible: ``python -m bench.fake_upstream``.
 
 Listens on 127.0.0.1 (a free port), prints the port on stdout, then answers
-``POST /v1/messages`` with one fixed, valid Message and ``GET /v1/models`` with one model; anything
-else is a 404 in the API's error format. aiohttp's low-level server: no router, no middlewares,
-no access log; the bodies are encoded once.
+``POST /v1/messages`` with one fixed, valid Message (with ``"stream": true``: Server-Sent Events with
+``STREAM_DELTAS`` text deltas, one write per event) and ``GET /v1/models`` with one model (Anthropic);
+``POST /model/{id}/converse`` with one fixed Converse answer, ``POST /model/{id}/converse-stream``
+with one fixed event stream of ``STREAM_DELTAS`` text deltas (one write per event, as Bedrock sends
+them) and ``POST /model/{id}/count-tokens`` (Bedrock; no signature check); anything else is a 404
+in the API's error format. aiohttp's low-level server: no router, no middlewares, no access log;
+the bodies are encoded once.
+
+``--latency S`` (default 0) makes it answer like a model: a non-streaming answer after S seconds, a
+stream's events spread over S seconds (the first at once).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import signal
 import socket
+import struct
 import sys
+import zlib
 
 from aiohttp import web
 
@@ -36,14 +46,101 @@ MODELS = _body({
 })
 NOT_FOUND = _body({"type": "error", "error": {"type": "not_found_error", "message": "not found"}})
 
+STREAM_DELTAS = 20
 
-async def handle(request: web.BaseRequest) -> web.Response:
+
+def _sse(event: str, data: object) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+SSE_EVENTS = [
+    _sse("message_start", {"type": "message_start", "message": {
+        "id": "msg_bench0000000000000000", "type": "message", "role": "assistant", "model": MODEL, "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+    _sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+    *(_sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                   "delta": {"type": "text_delta", "text": f"w{i} "}}) for i in range(STREAM_DELTAS)),
+    _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    _sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": STREAM_DELTAS}}),
+    _sse("message_stop", {"type": "message_stop"}),
+]
+
+
+LATENCY = 0.0  # seconds: --latency
+
+
+async def _write_all(request: web.BaseRequest, content_type: str, chunks: list[bytes],
+                     headers: dict[str, str] | None = None) -> web.StreamResponse:
+    response = web.StreamResponse(headers={**(headers or {}), "Content-Type": content_type})
+    await response.prepare(request)
+    pause = LATENCY / max(1, len(chunks) - 1)
+    for i, chunk in enumerate(chunks):
+        if i and pause:
+            await asyncio.sleep(pause)
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+# ---- Bedrock Runtime (Converse)
+
+CONVERSE = _body({
+    "output": {"message": {"role": "assistant", "content": [{"text": "100"}]}},
+    "stopReason": "end_turn", "usage": {"inputTokens": 5, "outputTokens": 1, "totalTokens": 6},
+    "metrics": {"latencyMs": 1},
+})
+COUNT_TOKENS = _body({"inputTokens": 5})
+BEDROCK_HEADERS = {"x-amzn-RequestId": "00000000-0000-0000-0000-000000000000"}
+
+
+def _frame(event_type: str, payload: object) -> bytes:
+    """One AWS event-stream message (prelude, string headers, JSON payload, CRC32s)."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"),
+                        (":message-type", "event")):
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+    body = _body(payload)
+    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+STREAM_FRAMES = [
+    _frame("messageStart", {"role": "assistant"}),
+    *(_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": f"w{i} "}})
+      for i in range(STREAM_DELTAS)),
+    _frame("contentBlockStop", {"contentBlockIndex": 0}),
+    _frame("messageStop", {"stopReason": "end_turn"}),
+    _frame("metadata", {"usage": {"inputTokens": 5, "outputTokens": STREAM_DELTAS,
+                                  "totalTokens": 5 + STREAM_DELTAS}, "metrics": {"latencyMs": 1}}),
+]
+
+
+
+
+async def handle(request: web.BaseRequest) -> web.StreamResponse:
     path, method = request.path, request.method
     if path == "/v1/messages" and method == "POST":
-        await request.read()
+        if b'"stream":true' in (await request.read()).replace(b" ", b""):
+            return await _write_all(request, "text/event-stream", SSE_EVENTS)
+        if LATENCY:
+            await asyncio.sleep(LATENCY)
         return web.Response(body=MESSAGE, content_type="application/json")
     if path == "/v1/models" and method == "GET":
         return web.Response(body=MODELS, content_type="application/json")
+    if path.startswith("/model/") and method == "POST":
+        await request.read()
+        if path.endswith("/converse"):
+            if LATENCY:
+                await asyncio.sleep(LATENCY)
+            return web.Response(body=CONVERSE, content_type="application/json", headers=BEDROCK_HEADERS)
+        if path.endswith("/converse-stream"):
+            return await _write_all(request, "application/vnd.amazon.eventstream", STREAM_FRAMES, BEDROCK_HEADERS)
+        if path.endswith("/count-tokens"):
+            return web.Response(body=COUNT_TOKENS, content_type="application/json", headers=BEDROCK_HEADERS)
     return web.Response(status=404, body=NOT_FOUND, content_type="application/json")
 
 
@@ -64,6 +161,10 @@ async def serve() -> None:
 
 
 def main() -> int:
+    global LATENCY
+    parser = argparse.ArgumentParser(prog="python -m bench.fake_upstream")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds each answer takes (0)")
+    LATENCY = parser.parse_args().latency
     asyncio.run(serve())
     return 0
 

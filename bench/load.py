@@ -28,6 +28,8 @@ from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 CALL_TIMEOUT = 5.0  # seconds, each call's gRPC deadline
 REQUEST = pb.GenerateRequest(messages=[pb.Message(role=pb.ROLE_USER, content="What is 25 + 75?")], max_tokens=64)
 EXPECTED_CONTENT = "100"
+# GenerateStream: the fake upstream's streams carry this many text deltas (bench/fake_upstream.py).
+EXPECTED_DELTAS = 20
 
 
 class BenchError(RuntimeError):
@@ -60,6 +62,7 @@ class Target:
     expect_provider: str
     cpu: Callable[[], CpuSample]
     upstream_cpu: Callable[[], CpuSample] | None = None
+    stream: bool = False  # GenerateStream (read to the end) instead of Generate
     channel: grpc.aio.Channel | None = None
     stub: pb_grpc.ModelGatewayAsyncStub | None = None
     failed: str = ""
@@ -83,10 +86,28 @@ class Target:
         self.channel = grpc.aio.insecure_channel(self.address)
         await asyncio.wait_for(self.channel.channel_ready(), timeout=15)
         self.stub = pb_grpc.ModelGatewayStub(self.channel)
+        if self.stream:
+            events = [e async for e in self.stub.GenerateStream(REQUEST, timeout=CALL_TIMEOUT)]
+            kinds = [e.WhichOneof("event") for e in events]
+            if (kinds != ["start"] + ["delta"] * EXPECTED_DELTAS + ["end"]
+                    or events[0].start.provider != self.expect_provider):
+                raise BenchError(f"expected a stream of {EXPECTED_DELTAS} deltas from provider "
+                                 f"{self.expect_provider!r}, got {kinds} from "
+                                 f"{events[0].start.provider if events else None!r}")
+            return
         first = await self.stub.Generate(REQUEST, timeout=CALL_TIMEOUT)
         if first.content != EXPECTED_CONTENT or first.provider != self.expect_provider:
             raise BenchError(f"expected {EXPECTED_CONTENT!r} from provider {self.expect_provider!r}, "
                              f"got {first.content!r} from {first.provider!r}")
+
+    async def call(self) -> None:
+        """One measured call: Generate, or a GenerateStream read to its end."""
+        assert self.stub is not None
+        if self.stream:
+            async for _ in self.stub.GenerateStream(REQUEST, timeout=CALL_TIMEOUT):
+                pass
+        else:
+            await self.stub.Generate(REQUEST, timeout=CALL_TIMEOUT)
 
     async def close(self) -> None:
         if self.channel is not None:
@@ -105,7 +126,7 @@ class Target:
             if started > deadline:
                 return latencies, failed, True
             try:
-                await self.stub.Generate(REQUEST, timeout=CALL_TIMEOUT)
+                await self.call()
             except grpc.aio.AioRpcError as err:
                 self.add_error(err)
                 failed += 1
@@ -116,7 +137,6 @@ class Target:
     async def concurrent(self, n: int, concurrency: int, cap_s: float) -> tuple[list[float], int, float, bool]:
         """``n`` calls, ``concurrency`` in flight; (latencies, failures, wall seconds, cut short by the cap)."""
         assert self.stub is not None
-        stub = self.stub
         latencies: list[float] = []
         issued = failed = 0
         deadline = time.perf_counter() + cap_s
@@ -131,7 +151,7 @@ class Target:
                     return
                 issued += 1
                 try:
-                    await stub.Generate(REQUEST, timeout=CALL_TIMEOUT)
+                    await self.call()
                 except grpc.aio.AioRpcError as err:
                     self.add_error(err)
                     failed += 1

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--calls N] [--concurrency C] [--scenarios a,b,c,d] [--log-levels INFO,WARNING]``
+"""``python -m bench [--quick] [--calls N] [--concurrency C] [--scenarios a,b,c,d,e,f,g] [--log-levels INFO,WARNING]``
 
 Scenarios (each gateway a separate ``python -m gateway_server --config <tmp yaml>`` process):
 
@@ -6,8 +6,11 @@ Scenarios (each gateway a separate ``python -m gateway_server --config <tmp yaml
   b  anthropic provider, SDK with its aiohttp transport, against the fake upstream
   c  anthropic provider, SDK with its default httpx transport, against the fake upstream
   d  bare grpc.aio echo server, same RPC, fixed answer: the floor
+  e  bedrock provider (aiobotocore), Converse against the fake upstream
+  f  bedrock provider, GenerateStream (ConverseStream, 20 text deltas) read to the end
+  g  anthropic provider (aiohttp), GenerateStream (20 text deltas) read to the end
 
-a, b and c run once per log level (INFO: one line per request, to a log file; WARNING: none).
+a, b, c, e, f and g run once per log level (INFO: one line per request, to a log file; WARNING: none).
 Prints a Markdown table and writes JSON (bench/results.json; bench/results-quick.json with --quick).
 """
 
@@ -36,8 +39,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 STARTED_RE = re.compile(r"Gateway started .* on [^\s]+:(\d+)")
 FAKE_API_KEY = "sk-ant-bench-not-a-real-key"
+# Fake AWS credentials for the bedrock scenarios (the fake upstream checks no signature).
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "AKIDBENCHNOTREAL", "AWS_SECRET_ACCESS_KEY": "bench-not-a-real-secret"}
+BEDROCK_MODEL = "global.anthropic.claude-sonnet-5-5"
+SCENARIOS = ("a", "b", "c", "d", "e", "f", "g")
 # Relative time one round of a scenario takes, before any has been measured (then: measured).
-PRIOR_WEIGHT = {"a": 1.0, "b": 3.5, "c": 5.0, "d": 0.8}
+PRIOR_WEIGHT = {"a": 1.0, "b": 3.5, "c": 5.0, "d": 0.8, "e": 6.0, "f": 12.0, "g": 8.0}
 
 
 @dataclass(frozen=True)
@@ -45,13 +52,15 @@ class Scenario:
     key: str  # a, b, c, d
     label: str
     provider: str  # the provider expected in each answer
-    transport: str | None = None  # anthropic http_transport
+    transport: str | None = None  # anthropic http_transport; "aiobotocore" for bedrock
     log_level: str | None = None  # None: not a gateway (the echo server)
+    stream: bool = False  # GenerateStream instead of Generate
 
     @property
     def name(self) -> str:
         """A slug for files and the JSON: a-mock-info, b-anthropic-aiohttp-warning, d-echo."""
-        parts = [self.key, self.provider, self.transport or "", (self.log_level or "").lower()]
+        parts = [self.key, self.provider, self.transport or "", "stream" if self.stream else "",
+                 (self.log_level or "").lower()]
         return "-".join(p for p in parts if p)
 
     @property
@@ -73,6 +82,14 @@ def plan(keys: list[str], levels: list[str]) -> list[Scenario]:
                 out.append(Scenario("b", "anthropic SDK, aiohttp", "anthropic", "aiohttp", level))
             elif key == "c":
                 out.append(Scenario("c", "anthropic SDK, httpx", "anthropic", "httpx", level))
+            elif key == "e":
+                out.append(Scenario("e", "bedrock, aiobotocore", "bedrock", "aiobotocore", level))
+            elif key == "f":
+                out.append(Scenario("f", "bedrock, aiobotocore, stream of 20 deltas", "bedrock", "aiobotocore",
+                                    level, stream=True))
+            elif key == "g":
+                out.append(Scenario("g", "anthropic SDK, aiohttp, stream of 20 deltas", "anthropic", "aiohttp",
+                                    level, stream=True))
     return out
 
 
@@ -80,6 +97,9 @@ def gateway_config(s: Scenario, upstream_port: int | None) -> dict[str, Any]:
     provider: dict[str, Any]
     if s.provider == "mock":
         provider = {"type": "mock", "default_model": MODEL}
+    elif s.provider == "bedrock":
+        provider = {"type": "bedrock", "endpoint_url": f"http://127.0.0.1:{upstream_port}", "region": "us-east-1",
+                    "model_id": BEDROCK_MODEL, "max_retries": 0}
     else:
         provider = {"type": "anthropic", "base_url": f"http://127.0.0.1:{upstream_port}",
                     "api_key": FAKE_API_KEY, "http_transport": s.transport, "default_model": MODEL,
@@ -88,7 +108,7 @@ def gateway_config(s: Scenario, upstream_port: int | None) -> dict[str, Any]:
         "host": "127.0.0.1", "port": 0, "log_level": s.log_level, "log_format": "text", "metrics_port": 0,
         "default_provider": s.provider, "providers": {s.provider: provider},
         "fallback": {"enabled": False},
-        # One token-free probe at start-up (GET /v1/models on the fake upstream), then none.
+        # One token-free probe at start-up (GET /v1/models or count-tokens on the fake upstream), then none.
         "health_check": {"enabled": True, "interval": 3600},
         "server": {"grace_period": 0},
     }
@@ -99,7 +119,7 @@ def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GATEWAY_", "ANTHROPIC_", "AWS_", "PYTHONPATH"))}
     env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
-               AWS_SHARED_CREDENTIALS_FILE=os.devnull, PYTHONPATH=str(REPO))
+               AWS_SHARED_CREDENTIALS_FILE=os.devnull, PYTHONPATH=str(REPO), **FAKE_AWS)
     return env
 
 
@@ -112,18 +132,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="round-robin rounds over the scenarios (default 3; --quick 1)")
     p.add_argument("--warmup", type=int, help="warm-up calls (default 300; --quick 64)")
     p.add_argument("--concurrency", type=int, default=32, help="calls in flight in the throughput phase (32)")
-    p.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d (all)")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help=f"comma-separated subset of {','.join(SCENARIOS)} (all)")
     p.add_argument("--log-levels", default="INFO,WARNING",
-                   help="gateway log levels, each a run of a/b/c (INFO,WARNING)")
+                   help="gateway log levels, each a run of a/b/c/e/f/g (INFO,WARNING)")
     p.add_argument("--budget", type=float,
-                   help="seconds the whole run may take; phases are capped to fit (default 100; --quick 16)")
+                   help="seconds the whole run may take; phases are capped to fit (default 240; --quick 30)")
     p.add_argument("--output", type=Path, help="JSON file (bench/results.json; --quick: bench/results-quick.json)")
     p.add_argument("--keep-logs", action="store_true", help="keep the temporary directory with configs and logs")
     args = p.parse_args(argv)
     args.scenarios = [s.strip().lower() for s in args.scenarios.split(",") if s.strip()]
-    bad = [s for s in args.scenarios if s not in ("a", "b", "c", "d")]
+    bad = [s for s in args.scenarios if s not in SCENARIOS]
     if bad or not args.scenarios:
-        p.error(f"--scenarios: unknown {','.join(bad) or '(empty)'}; choose from a,b,c,d")
+        p.error(f"--scenarios: unknown {','.join(bad) or '(empty)'}; choose from {','.join(SCENARIOS)}")
     args.log_levels = [s.strip().upper() for s in args.log_levels.split(",") if s.strip()]
     if not args.log_levels or any(lv not in ("DEBUG", "INFO", "WARNING", "ERROR") for lv in args.log_levels):
         p.error("--log-levels: DEBUG, INFO, WARNING or ERROR, comma-separated")
@@ -134,7 +155,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.warmup is None:
         args.warmup = 64 if args.quick else 300
     if args.budget is None:
-        args.budget = 16.0 if args.quick else 100.0
+        args.budget = 30.0 if args.quick else 240.0
     if args.output is None:
         args.output = BENCH_DIR / ("results-quick.json" if args.quick else "results.json")
     if min(args.calls, args.concurrency, args.rounds) < 1 or args.warmup < 0 or args.budget <= 0:
@@ -161,7 +182,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("grpcio", "protobuf", "anthropic", "aiohttp", "httpx2", "httpx"):
+    for dist in ("grpcio", "protobuf", "anthropic", "aiohttp", "httpx2", "httpx", "aiobotocore", "botocore"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -199,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     upstream: Proc | None = None
     try:
         upstream_port: int | None = None
-        if any(s.provider == "anthropic" for s in scenarios):
+        if any(s.provider in ("anthropic", "bedrock") for s in scenarios):
             upstream = Proc("fake upstream", [python, "-m", "bench.fake_upstream"], cwd=REPO, env=env,
                             log_path=tmp / "upstream.log", port_from="stdout")
             wait_for_ports([upstream], timeout=20)
@@ -225,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench.load import Target
 
         targets = [Target(s.name, f"127.0.0.1:{procs[s.name].port}", s.provider, procs[s.name].cpu,
-                          upstream.cpu if (upstream is not None and s.transport) else None) for s in scenarios]
+                          upstream.cpu if (upstream is not None and s.transport) else None, stream=s.stream)
+                   for s in scenarios]
         asyncio.run(_measure_all(targets, scenarios, args, started, budget_end))
         for s, t in zip(scenarios, targets, strict=True):
             p = procs[s.name]

@@ -131,10 +131,8 @@ class BedrockProvider(Provider):
                 log.warning("Provider '%s' is unconfigured: %s", name, exc)
                 self._session = None
         self._has_credentials = False
-        self._clients = contextlib.AsyncExitStack()
-        # One client (so one aiohttp connection pool) for unary calls and probes, one for streams.
-        self._calls: Any = None
-        self._streams: Any = None
+        self._exit = contextlib.AsyncExitStack()
+        self._client: Any = None  # one client, one aiohttp pool without a limit: calls, streams, probes
 
     @property
     def configured(self) -> bool:
@@ -153,31 +151,34 @@ class BedrockProvider(Provider):
         if not self._has_credentials:
             return
         # read_timeout is aiohttp's limit per socket read, a backstop: the caller's deadline is the
-        # asyncio timeout around each call. For streams it is the longest pause between two events.
-        self._calls = await self._clients.enter_async_context(self._client(self.timeout))
-        self._streams = await self._clients.enter_async_context(self._client(self.first_token_timeout))
-
-    def _client(self, read_timeout: float) -> Any:
-        assert self._session is not None
+        # asyncio timeout around each call.
         config = aiobotocore.config.AioConfig(
             retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=min(self._cfg.connect_timeout, read_timeout),
-            read_timeout=read_timeout,
+            connect_timeout=min(self._cfg.connect_timeout, self.timeout),
+            read_timeout=self.timeout,
             max_pool_connections=0,  # aiohttp: no limit, so no call ever waits for a connection
         )
-        return self._session.create_client("bedrock-runtime", endpoint_url=self._cfg.endpoint_url, config=config)
+        client = await self._exit.enter_async_context(
+            self._session.create_client("bedrock-runtime", endpoint_url=self._cfg.endpoint_url, config=config))
+        # A stream's read timeout is first_token_timeout: also the longest pause between two events.
+        client.meta.events.register("before-call.bedrock-runtime.ConverseStream", self._stream_read_timeout)
+        await _warm_up(client, self.name)
+        self._client = client
+
+    def _stream_read_timeout(self, context: dict[str, Any], **_: Any) -> None:
+        context["read_timeout"] = self.first_token_timeout  # aiobotocore: a per-request sock_read
 
     async def close(self) -> None:
-        self._calls = self._streams = None
-        await self._clients.aclose()
+        self._client = None
+        await self._exit.aclose()
 
-    def _client_for(self, client: Any) -> Any:
-        if client is None:
+    def _usable_client(self) -> Any:
+        if self._client is None:
             raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
-        return client
+        return self._client
 
     async def _run(self, method: str, kwargs: dict[str, Any], timeout: float) -> Any:
-        fn = getattr(self._client_for(self._calls), method)
+        fn = getattr(self._usable_client(), method)
         try:
             async with asyncio.timeout(timeout):  # cancels the call: aiohttp closes its connection
                 return await fn(**kwargs)
@@ -204,12 +205,12 @@ class BedrockProvider(Provider):
             raise classify(exc) from exc
 
     async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
-        """converse_stream on the streams' client, events translated as they arrive; closing this
-        iterator (or cancelling the task reading it) closes the HTTP connection.
+        """converse_stream, events translated as they arrive; closing this iterator (or cancelling
+        the task reading it) before the end closes the HTTP connection.
 
-        ``timeout`` (the first-token budget) is the router's to enforce; the streams' client's
-        read timeout (``first_token_timeout``) also ends a stream that pauses longer between events."""
-        client = self._client_for(self._streams)
+        ``timeout`` (the first-token budget) is the router's to enforce; the stream's read timeout
+        (``first_token_timeout``) also ends a stream that pauses longer between events."""
+        client = self._usable_client()
         params = build_params(request, model)
         upstream: Any = None
         translator = ConverseStreamTranslator(model)
@@ -240,10 +241,20 @@ class BedrockProvider(Provider):
                 yield done
         finally:
             if upstream is not None:
-                upstream.close()  # releases nothing to the pool: the connection is closed
+                upstream.close()  # not read to its end: the connection is closed, not reused
 
     async def probe(self, timeout: float) -> None:
-        # CountTokens spends no tokens; it shares the unary calls' client, whose pool never makes it wait.
+        # CountTokens spends no tokens; like every call, it never waits for a connection.
         params = {"modelId": self.default_model,
                   "input": {"converse": {"messages": [{"role": "user", "content": [{"text": "ping"}]}]}}}
         await self._run("count_tokens", params, timeout)
+
+
+async def _warm_up(client: Any, name: str) -> None:
+    """Build the client's HTTP session now (aiobotocore does it on the first call, with the TLS
+    context and its CA bundle: a first call ~0.2-0.5 s slower). Best effort: private API."""
+    try:
+        http_session = client._endpoint.http_session
+        await http_session._get_session(http_session._proxy_config.proxy_url_for(client.meta.endpoint_url))
+    except Exception:  # an aiobotocore without these internals: the first call pays instead
+        log.debug("Provider '%s': no HTTP session warm-up", name, exc_info=True)
