@@ -131,13 +131,16 @@ class GatewayApp:
         # ones are refused by the transport itself (RESOURCE_EXHAUSTED).
         max_receive = s.server.max_request_bytes * 2
         self.servicer.worker_id = self.worker_id
+        # Order matters: metrics first (refused and shed calls are counted too), then authentication,
+        # which decides per call, then load shedding, which caches its per-method wrappers (so it
+        # must come after every interceptor that decides per call).
         interceptors: list[grpc.aio.ServerInterceptor] = []
-        if self.metrics is not None:  # first, so that shed and refused calls are counted too
+        if self.metrics is not None:
             interceptors.append(GrpcMetricsInterceptor(self.metrics))
+        interceptors.append(AuthInterceptor(keys, scope))
         # No cap and no mTLS identity to record: no shedding interceptor, no per-call cost.
         if self.shedder.capacity or self.shedder.identity:
             interceptors.append(self.shedder)
-        interceptors.append(AuthInterceptor(keys, scope))
         server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", max_receive),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),

@@ -51,11 +51,11 @@ def retry_budget_allows(active_calls: int, active_retries: int, *, budget_percen
     return active_retries + 1 <= allowed
 
 
-def pushback(now: float, ready_at: Sequence[float], *, default: float) -> float:
+def pushback(now: float, ready_at: Sequence[float]) -> float | None:
     """Seconds until a retry could help: the soonest moment a provider of the chain takes traffic
-    again (``ready_at``, the same clock as ``now``); ``default`` when none is known."""
+    again (``ready_at``, the same clock as ``now``); None when none is known."""
     if not ready_at:
-        return default
+        return None
     return max(0.0, min(ready_at) - now)
 
 

@@ -442,21 +442,23 @@ class Router:
                 return name
         return None
 
-    def _pushback(self, attempts: list[pb.Attempt], failures: Mapping[str, ProviderError]) -> float:
-        """Seconds until a provider of this call's chain could answer: its retry-after, else the
-        default, never before its ejection or cool-down ends; the soonest of them."""
+    def _pushback(self, attempts: list[pb.Attempt], failures: Mapping[str, ProviderError]) -> float | None:
+        """Seconds until a provider of this call's chain could answer, when the gateway knows it: a
+        provider's retry-after, or the end of its ejection or cool-down; the soonest of them. None
+        when a provider failed without saying when and is not ejected: the caller's own backoff
+        schedule decides then (a made-up pushback would only replace it)."""
         now = self._health.outlier.clock()
         ready: list[float] = []
         for name in dict.fromkeys(a.provider for a in attempts):
             error = failures.get(name)
             blocked = self._health.blocked_until(name)
             if error is not None and error.retry_after is not None:
-                ready.append(now + error.retry_after)
-            elif error is not None:
-                ready.append(max(now + self._default_retry_after, blocked or 0.0))
+                ready.append(max(now + error.retry_after, blocked or 0.0))
             elif blocked is not None:
                 ready.append(max(blocked, now))
-        return policy.pushback(now, ready, default=self._default_retry_after)
+            elif error is not None:
+                return None
+        return policy.pushback(now, ready)
 
     def _ejected(self, name: str, model: str, admission: Admission) -> pb.Attempt:
         until = self._health.blocked_until(name)
@@ -513,6 +515,8 @@ class Router:
             # Every provider the gateway will try for this call was tried (or is ejected): tell the
             # caller when a retry could help (RetryInfo + grpc-retry-pushback-ms) instead of its schedule.
             retry_after = self._pushback(attempts, failures or {})
+            if retry_after is None and code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                retry_after = self._default_retry_after
         if len(failed) == 1:
             message = f"provider '{failed[0].provider}' failed: {decisive}"
         else:

@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from gateway_server.logging_setup import configure_logging, stop_logging
 from gateway_server.settings import GatewaySettings
 
 log = logging.getLogger("gateway_server.workers")
@@ -130,6 +131,8 @@ def _worker_main(settings: GatewaySettings, slot: int, supervisor_pid: int) -> N
         if os.getppid() != supervisor_pid:  # the supervisor died between fork and prctl
             os._exit(1)
         os.environ[WORKER_ID_ENV] = str(slot)
+        # The log listener thread stayed in the supervisor (fork copies only this thread): start our own.
+        configure_logging(settings.log_level, settings.log_format)
         from gateway_server.cli import serve  # after the fork
 
         asyncio.run(serve(settings, reuse_port=True, worker_id=slot))
@@ -141,6 +144,7 @@ def _worker_main(settings: GatewaySettings, slot: int, supervisor_pid: int) -> N
     except BaseException:
         log.exception("Worker %d crashed", slot)
     finally:
+        stop_logging()  # write what is queued: os._exit skips the atexit hooks
         logging.shutdown()
         with contextlib.suppress(Exception):
             sys.stdout.flush()

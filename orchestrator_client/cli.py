@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage = commands.add_parser("usage", parents=[common], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 help="each API key's requests, tokens, spend and limits (an admin key)")
-    usage.add_argument("key", nargs="?", default="", help="one key's name (default: every key)")
+    usage.add_argument("key_name", nargs="?", default="", metavar="KEY", help="one key's name (default: every key)")
     keys = commands.add_parser("keys", parents=[common], help="make an API key, or hash one for the config")
     keys_commands = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", parser_class=_Parser)
     keys_commands.required = True
@@ -582,7 +582,7 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 _print_providers(listing, out)
             return EXIT_OK
         if args.command == "usage":
-            usage = await client.usage(args.key)
+            usage = await client.usage(args.key_name)
             if as_json:
                 json.dump(to_jsonable(usage), out, indent=2)
                 out.write("\n")

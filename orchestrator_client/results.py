@@ -97,11 +97,12 @@ class Usage:
     total_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    cost_usd: float = 0.0  # at the gateway's configured list prices; 0 when the model has none
 
     @classmethod
     def from_proto(cls, msg: pb.Usage) -> Usage:
         return cls(msg.input_tokens, msg.output_tokens, msg.total_tokens, msg.cache_read_input_tokens,
-                   msg.cache_creation_input_tokens)
+                   msg.cache_creation_input_tokens, msg.cost_usd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,13 +343,15 @@ def event_from_proto(
 @dataclass(frozen=True, slots=True)
 class ProviderHealth:
     name: str
-    status: str  # "healthy", "unhealthy", "unconfigured", "disabled", "unknown"
+    status: str  # "healthy", "unhealthy", "ejected", "unconfigured", "disabled", "unknown"
     type: str = ""
     latency_ms: float = 0.0
     default_model: str = ""
     region: str = ""
     last_error: str = ""
     checked_at: _dt.datetime | None = None
+    ejected_until: _dt.datetime | None = None  # while ejected from routing (outlier ejection)
+    ejection_count: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.ProviderHealth) -> ProviderHealth:
@@ -361,6 +364,8 @@ class ProviderHealth:
             region=msg.region,
             last_error=msg.last_error,
             checked_at=_timestamp(msg.checked_at, msg.HasField("checked_at")),
+            ejected_until=_timestamp(msg.ejected_until, msg.HasField("ejected_until")),
+            ejection_count=msg.ejection_count,
         )
 
 
@@ -393,6 +398,8 @@ class ProviderInfo:
     region: str = ""
     enabled: bool = True
     configured: bool = True
+    ejected: bool = False
+    ejected_until: _dt.datetime | None = None
 
     @classmethod
     def from_proto(cls, msg: pb.ProviderInfo) -> ProviderInfo:
@@ -404,6 +411,8 @@ class ProviderInfo:
             region=msg.region,
             enabled=msg.enabled,
             configured=msg.configured,
+            ejected=msg.ejected,
+            ejected_until=_timestamp(msg.ejected_until, msg.HasField("ejected_until")),
         )
 
 

@@ -157,6 +157,6 @@ def test_retry_budget(active: int, retries: int, allowed: bool) -> None:
 
 
 def test_pushback_is_the_soonest_provider_ready_again() -> None:
-    assert policy.pushback(100.0, [103.0, 101.5], default=1.0) == 1.5
-    assert policy.pushback(100.0, [], default=1.0) == 1.0
-    assert policy.pushback(100.0, [99.0], default=1.0) == 0.0
+    assert policy.pushback(100.0, [103.0, 101.5]) == 1.5
+    assert policy.pushback(100.0, []) is None
+    assert policy.pushback(100.0, [99.0]) == 0.0

@@ -45,7 +45,8 @@ async def test_generate_json_and_options(fault: FaultServicer, fault_server: Fau
     assert data["content"] == "100" and data["provider"] == "mock" and data["model"] == "mock-1"
     assert data["request_id"] == "req-42" and data["attempts"] == 1 and data["retries"] == 0
     assert data["usage"] == {"input_tokens": 7, "output_tokens": 1, "total_tokens": 8,
-                             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+                             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
+                             "cost_usd": 0.0}
     request = fault.calls[0].request
     assert (request.system, request.max_tokens, request.temperature) == ("terse", 16, 0.0)
     assert dict(request.metadata) == {"agent": "planner", "run": "7"}

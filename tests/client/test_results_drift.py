@@ -26,6 +26,7 @@ from orchestrator_client.results import (
     TokenCount,
     event_from_proto,
 )
+from orchestrator_client.usage import UsageReport
 
 CONVERTERS: dict[str, Callable[[Any], object]] = {
     "modelgateway.v1.GenerateResponse": lambda m: GenerateResult.from_proto(
@@ -35,6 +36,7 @@ CONVERTERS: dict[str, Callable[[Any], object]] = {
     "modelgateway.v1.ListProvidersResponse": ProviderList.from_proto,
     "modelgateway.v1.GetStatusResponse": Status.from_proto,
     "modelgateway.v1.CountTokensResponse": lambda m: TokenCount.from_proto(m, request_id=""),
+    "modelgateway.v1.GetUsageResponse": UsageReport.from_proto,
 }
 
 # Field paths (the response's name, then field names; a oneof member is a field) the typed result

@@ -150,7 +150,8 @@ def test_stream_events_from_the_proto_and_as_json() -> None:
     assert [to_jsonable(e)["type"] for e in (start, delta, event_from_proto(msg), end)] == [
         "start", "text", "tool_use", "end"]
     assert to_jsonable(end)["usage"] == {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3,
-                                         "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+                                         "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
+                                         "cost_usd": 0.0}
 
 
 # ---------------------------------------------------------------------- what generate sends

@@ -50,6 +50,8 @@ async def call(channel: grpc.aio.Channel, method: Any, request: Any, metadata: A
 def request_for(method: Any) -> Any:
     if method.input_type.name == "GenerateRequest":
         return ask()
+    if method.input_type.name == "CountTokensRequest":
+        return pb.CountTokensRequest(messages=ask().messages)
     from google.protobuf import symbol_database
 
     return symbol_database.Default().GetSymbol(method.input_type.full_name)()
