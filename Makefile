@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.install-stamp
 CONFIG  ?= config/gateway.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup stubs run test demo lint bench clean node-deps contract-baseline codegen-deps
+.PHONY: setup stubs run test demo lint bench bench-peers clean node-deps contract-baseline codegen-deps
 
 setup: $(STAMP)
 
@@ -65,3 +65,9 @@ node-deps:
 # Latency and throughput of the gateway against a fake upstream (bench/), printed as a table.
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Opt-in (not in `make test`): this gateway beside the Portkey gateway (npm, into bench/portkey/node_modules)
+# and the bare grpc.aio floor, pinned to one core, one interleaved run (bench/peers.py).
+bench-peers: setup
+	bash scripts/node_deps.sh bench/portkey
+	$(BIN)/python -m bench.peers $(PEERS_ARGS)
