@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator
 
 import anthropic
 import httpx2
+import orjson
+from anthropic import RequestOptions
 from pydantic import SecretStr
 
 from gateway_server.errors import ErrorKind, ProviderError
@@ -20,9 +22,11 @@ from gateway_server.providers import capabilities
 from gateway_server.providers.anthropic_translation import (
     FINISH_REASONS,
     StreamTranslator,
+    build_body,
     build_count_params,
     build_params,
     parse_message,
+    parse_message_json,
 )
 from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse, StreamEvent
 from gateway_server.settings import AnthropicProviderConfig
@@ -117,6 +121,8 @@ class AnthropicProvider(Provider):
         self._cfg = cfg
         self._api_key = api_key
         self._client: anthropic.AsyncAnthropic | None = None
+        # Per-call request options by timeout: built once, not per call (the router's timeout rarely varies).
+        self._options: dict[float, RequestOptions] = {}
 
     @property
     def configured(self) -> bool:
@@ -153,11 +159,22 @@ class AnthropicProvider(Provider):
             raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
         return self._client
 
+    def _request_options(self, timeout: float) -> RequestOptions:
+        options = self._options.get(timeout)
+        if options is None:
+            if len(self._options) > 64:  # a deadline-derived timeout varies: keep the cache bounded
+                self._options.clear()
+            options = self._options[timeout] = {"timeout": timeout}
+        return options
+
     async def generate(self, request: ProviderRequest, model: str, timeout: float) -> ProviderResponse:
+        """The SDK's client (auth, headers, API version, status errors) on its raw path: the body is encoded
+        with orjson and the answer's bytes decoded with orjson straight into our response, no SDK models."""
         client = self._require_client()
         try:
-            message = await client.messages.create(**build_params(request, model), timeout=timeout)
-            return parse_message(message, model)
+            response = await client.post("/v1/messages", content=orjson.dumps(build_body(request, model)),
+                                         cast_to=httpx2.Response, options=self._request_options(timeout))
+            return parse_message_json(orjson.loads(response.content), model)
         except Exception as exc:  # every SDK failure is classified; nothing escapes raw
             raise classify(exc) from exc
 
