@@ -74,3 +74,57 @@ def test_body_is_the_sdk_arguments_with_the_sampling_merged_in() -> None:
     plain = ProviderRequest(messages=(ChatMessage("user", "hi"),), system="", max_tokens=9, temperature=None,
                             top_p=None, stop_sequences=())
     assert build_body(plain, MODEL) == build_params(plain, MODEL)
+
+
+STREAM: list[dict[str, Any]] = [
+    {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                                          "model": "claude-x", "content": [], "stop_reason": None,
+                                          "stop_sequence": None, "usage": {"input_tokens": 9, "output_tokens": 1}}},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}},
+    {"type": "content_block_stop", "index": 0},
+    {"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "opaque"}},
+    {"type": "content_block_stop", "index": 1},
+    {"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "Hel"}},
+    {"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "lo"}},
+    {"type": "content_block_stop", "index": 2},
+    {"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "calc",
+                                                                 "input": {}}},
+    {"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta", "partial_json": '{"a": '}},
+    {"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta", "partial_json": "25}"}},
+    {"type": "content_block_stop", "index": 3},
+    {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+     "usage": {"output_tokens": 12, "cache_read_input_tokens": 4}},
+    {"type": "message_stop"},
+]
+
+
+def test_raw_stream_translation_equals_the_sdk_event_translation() -> None:
+    from anthropic.types import RawMessageStreamEvent
+    from pydantic import TypeAdapter
+
+    from gateway_server.providers.anthropic_translation import RawStreamTranslator, StreamTranslator
+    from gateway_server.providers.base import StreamDone, TextDelta, ToolUseDelta
+
+    adapter: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
+    sdk, raw = StreamTranslator(MODEL), RawStreamTranslator(MODEL)
+    from_sdk = [out for event in STREAM for out in sdk.feed(adapter.validate_python(event))]
+    from_raw = [out for event in STREAM for out in raw.feed_json(orjson.loads(orjson.dumps(event)))]
+    assert from_raw == from_sdk
+    assert raw.done and sdk.done
+    assert [e.text for e in from_raw if isinstance(e, TextDelta)] == ["Hel", "lo"]
+    assert any(isinstance(e, ToolUseDelta) and e.tool_use.input == {"a": 25} for e in from_raw)
+    done = from_raw[-1]
+    assert isinstance(done, StreamDone) and done.model == "claude-x" and done.output_tokens == 12 \
+        and done.cache_read_tokens == 4 and done.input_tokens == 9 and done.stop_reason == "tool_use"
+
+
+def test_raw_stream_without_message_stop_is_not_done() -> None:
+    from gateway_server.providers.anthropic_translation import RawStreamTranslator
+
+    raw = RawStreamTranslator(MODEL)
+    for event in STREAM[:-1]:
+        raw.feed_json(event)
+    assert not raw.done

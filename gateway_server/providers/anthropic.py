@@ -21,6 +21,7 @@ from gateway_server.errors import ErrorKind, ProviderError
 from gateway_server.providers import capabilities
 from gateway_server.providers.anthropic_translation import (
     FINISH_REASONS,
+    RawStreamTranslator,
     StreamTranslator,
     build_body,
     build_count_params,
@@ -179,22 +180,40 @@ class AnthropicProvider(Provider):
             raise classify(exc) from exc
 
     async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
+        """The raw path again: the SDK sends the request and raises its status errors; the SSE events are
+        decoded with orjson into plain dicts, not one SDK model per event."""
         client = self._require_client()
         try:
-            upstream = await client.messages.create(**build_params(request, model), stream=True, timeout=timeout)
+            response = await client.post("/v1/messages", content=orjson.dumps({**build_body(request, model),
+                                                                               "stream": True}),
+                                         cast_to=httpx2.Response, stream=True,
+                                         options=self._request_options(timeout))
         except Exception as exc:
             raise classify(exc) from exc
         try:
-            translator = StreamTranslator(model)
-            async for event in upstream:
-                for out in translator.feed(event):
+            translator = RawStreamTranslator(model)
+            async for sse in anthropic.AsyncStream.raw_events(response):
+                name = sse.event
+                if name is None or name == "ping":
+                    continue
+                if name == "error":  # as the SDK's AsyncStream raises it: a status error of the 200 response
+                    body: object = sse.data
+                    try:
+                        body = orjson.loads(sse.data)
+                        message = f"{body}"
+                    except orjson.JSONDecodeError:
+                        message = sse.data or f"Error code: {response.status_code}"
+                    raise anthropic.APIStatusError(message, response=response, body=body)
+                if not sse.data:
+                    continue
+                for out in translator.feed_json(orjson.loads(sse.data)):
                     yield out
             if not translator.done:
                 raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "stream ended before message_stop")
         except Exception as exc:
             raise classify(exc) from exc
         finally:
-            await upstream.close()  # closes the HTTP response: no orphaned upstream reads
+            await response.aclose()  # closes the HTTP response: no orphaned upstream reads
 
     async def count_tokens(self, request: ProviderRequest, model: str, timeout: float) -> int:
         client = self._require_client()

@@ -315,3 +315,61 @@ def parse_message_json(message: Any, model: str) -> ProviderResponse:
         cache_read_tokens=_count(usage, "cache_read_input_tokens"),
         cache_creation_tokens=_count(usage, "cache_creation_input_tokens"),
     )
+
+
+class RawStreamTranslator(StreamTranslator):
+    """``StreamTranslator`` for the stream's decoded JSON events (plain dicts, no SDK models per event)."""
+
+    def _usage_json(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        for name, attr in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+                           ("cache_read_input_tokens", "cache_read_tokens"),
+                           ("cache_creation_input_tokens", "cache_creation_tokens")):
+            value = usage.get(name)
+            if value is not None:
+                setattr(self, attr, int(value))
+
+    def feed_json(self, event: dict[str, Any]) -> list[StreamEvent]:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event["delta"]
+            delta_type = delta.get("type")
+            if delta_type == "text_delta":
+                return [TextDelta(event["index"], delta["text"])]
+            if delta_type == "thinking_delta":
+                return [ThinkingDelta(event["index"], delta["thinking"])]
+            if delta_type == "signature_delta":
+                return [SignatureDelta(event["index"], delta["signature"])]
+            if delta_type == "input_json_delta" and event["index"] in self._tools:
+                self._tools[event["index"]].chunks.append(delta["partial_json"])
+            return []
+        if kind == "content_block_start":
+            block = event["content_block"]
+            block_type = block.get("type")
+            if block_type == "tool_use":
+                self._tools[event["index"]] = ToolInputBuffer(block["id"], block["name"])
+            elif block_type == "redacted_thinking":
+                return [RedactedThinkingDelta(event["index"], str(block["data"]).encode("utf-8"))]
+            elif block_type == "thinking" and block.get("thinking"):
+                return [ThinkingDelta(event["index"], block["thinking"])]
+            return []
+        if kind == "content_block_stop":
+            buffer = self._tools.pop(event["index"], None)
+            return [ToolUseDelta(event["index"], buffer.finish())] if buffer is not None else []
+        if kind == "message_start":
+            message = event["message"]
+            self.model = message.get("model") or self.model
+            self._usage_json(message.get("usage"))
+            return []
+        if kind == "message_delta":
+            self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
+            self._usage_json(event.get("usage"))
+            return []
+        if kind == "message_stop":
+            self.done = True
+            return [StreamDone(model=self.model, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                               finish_reason=finish_reason(self.stop_reason, FINISH_REASONS),
+                               stop_reason=self.stop_reason, cache_read_tokens=self.cache_read_tokens,
+                               cache_creation_tokens=self.cache_creation_tokens)]
+        return []
