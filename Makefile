@@ -65,6 +65,7 @@ node-deps:
 # Latency and throughput of the gateway against a fake upstream (bench/), printed as a table.
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.streams $(STREAMS_ARGS)
 
 # Opt-in (not in `make test`): this gateway beside the Portkey gateway (npm, into bench/portkey/node_modules)
 # and the bare grpc.aio floor, pinned to one core, one interleaved run (bench/peers.py).
