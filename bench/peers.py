@@ -119,7 +119,15 @@ def other_cores(core: str | None) -> set[int] | None:
 
 
 def baseline_tree(ref: str, dest: Path) -> Path:
-    """The repository at ``ref`` (git archive) with this tree's generated stubs: a gateway to compare with."""
+    """The repository at ``ref`` (git archive) with this tree's generated stubs: a gateway to compare with.
+
+    ``ref`` may also be a directory holding a copy of the repository (an experiment): used as it is.
+    """
+    if Path(ref).is_dir():
+        tree = Path(ref).resolve()
+        if not (tree / "modelgateway").exists():
+            shutil.copytree(REPO / "modelgateway", tree / "modelgateway")
+        return tree
     dest.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
@@ -133,10 +141,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=6000, help="measured calls per target, split over the rounds (6000)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     p.add_argument("--concurrency", type=int, default=32, help="closed-loop callers (32)")
+    p.add_argument("--warmup", type=int, default=2000,
+                   help="calls to each target before the first round (2000): Node's JIT needs them")
     p.add_argument("--core", default=None,
                    help="CPU list the targets are pinned to (default: the last CPU; 'none': no pinning)")
     p.add_argument("--log-level", default="INFO", help="the gateway's log level (INFO: one access line a call)")
-    p.add_argument("--baseline", metavar="REF", help="also run the gateway as of git REF (before/after in one run)")
+    p.add_argument("--baseline", metavar="REF",
+                   help="also run the gateway as of git REF, or from a directory holding a copy (before/after)")
     p.add_argument("--no-portkey", action="store_true", help="skip the Portkey row")
     p.add_argument("--budget", type=float, default=150.0, help="seconds the measured phases may take in all (150)")
     p.add_argument("--output", type=Path, default=REPO / "bench" / "results-peers.json")
@@ -220,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.peers " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "targets_pinned_to": args.core,
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "settings": {"calls": args.calls, "rounds": args.rounds, "concurrency": args.concurrency,
+        "settings": {"calls": args.calls, "rounds": args.rounds, "concurrency": args.concurrency, "warmup": args.warmup,
                      "log_level": args.log_level},
         "results": rows,
     }
@@ -293,6 +304,10 @@ async def _measure(targets: list[Target], args: argparse.Namespace, upstream_por
         live = [t for t in targets if not t.failed]
         per_round = -(-args.calls // args.rounds)
         cap = args.budget / max(1, len(live) * args.rounds)
+        for t in live:
+            assert t.call is not None
+            print(f"warm-up: {t.title}", file=sys.stderr, flush=True)
+            await closed_loop(t.call, args.warmup, args.concurrency, cap)
         for r in range(args.rounds):
             for t in live:
                 assert t.call is not None
