@@ -11,7 +11,7 @@ CONFIG  ?= $(or $(GATEWAY_CONFIG),config/gateway.yaml)
 PYTEST_ARGS ?=
 
 .PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps codegen-check \
-	bench-deps bench-serving image deploy-check deploy-checkov test-deps
+	bench-deps bench-serving image deploy-check deploy-checkov test-deps bench-peers
 
 setup: $(STAMP)
 
@@ -83,6 +83,7 @@ soak: setup
 # and the rate limiter's cost per call, memory and Redis backends (bench/limiter.py).
 bench: setup test-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.streams $(STREAMS_ARGS)
 	$(BIN)/python -m bench.observability $(BENCH_OBS_ARGS)
 	$(BIN)/python -m bench.limiter
 	$(MAKE) --no-print-directory bench-serving
@@ -107,3 +108,9 @@ deploy-check: setup
 # The same plus checkov (opt-in, slow: installs checkov into .venv-checkov on first use).
 deploy-checkov: setup
 	bash scripts/deploy_check.sh --checkov
+
+# Opt-in (not in `make test`): this gateway beside the Portkey gateway (npm, into bench/portkey/node_modules)
+# and the bare grpc.aio floor, pinned to one core, one interleaved run (bench/peers.py).
+bench-peers: setup
+	bash scripts/node_deps.sh bench/portkey
+	$(BIN)/python -m bench.peers $(PEERS_ARGS)

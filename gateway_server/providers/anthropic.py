@@ -13,16 +13,21 @@ from collections.abc import AsyncGenerator
 
 import anthropic
 import httpx2
+import orjson
+from anthropic import RequestOptions
 from pydantic import SecretStr
 
 from gateway_server.errors import ErrorKind, ProviderError, caller_message
 from gateway_server.providers import capabilities
 from gateway_server.providers.anthropic_translation import (
     FINISH_REASONS,
+    RawStreamTranslator,
     StreamTranslator,
+    build_body,
     build_count_params,
     build_params,
     parse_message,
+    parse_message_json,
 )
 from gateway_server.providers.base import Provider, ProviderRequest, ProviderResponse, StreamEvent
 from gateway_server.settings import AnthropicProviderConfig
@@ -119,6 +124,8 @@ class AnthropicProvider(Provider):
         self._cfg = cfg
         self._api_key = api_key
         self._client: anthropic.AsyncAnthropic | None = None
+        # Per-call request options by timeout: built once, not per call (the router's timeout rarely varies).
+        self._options: dict[float, RequestOptions] = {}
 
     @property
     def configured(self) -> bool:
@@ -155,31 +162,60 @@ class AnthropicProvider(Provider):
             raise ProviderError(ErrorKind.AUTH, "provider has no credentials")
         return self._client
 
+    def _request_options(self, timeout: float) -> RequestOptions:
+        options = self._options.get(timeout)
+        if options is None:
+            if len(self._options) > 64:  # a deadline-derived timeout varies: keep the cache bounded
+                self._options.clear()
+            options = self._options[timeout] = {"timeout": timeout}
+        return options
+
     async def generate(self, request: ProviderRequest, model: str, timeout: float) -> ProviderResponse:
+        """The SDK's client (auth, headers, API version, status errors) on its raw path: the body is encoded
+        with orjson and the answer's bytes decoded with orjson straight into our response, no SDK models."""
         client = self._require_client()
         try:
-            message = await client.messages.create(**build_params(request, model), timeout=timeout)
-            return parse_message(message, model)
+            response = await client.post("/v1/messages", content=orjson.dumps(build_body(request, model)),
+                                         cast_to=httpx2.Response, options=self._request_options(timeout))
+            return parse_message_json(orjson.loads(response.content), model)
         except Exception as exc:  # every SDK failure is classified; nothing escapes raw
             raise classify(exc) from exc
 
     async def stream(self, request: ProviderRequest, model: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
+        """The raw path again: the SDK sends the request and raises its status errors; the SSE events are
+        decoded with orjson into plain dicts, not one SDK model per event."""
         client = self._require_client()
         try:
-            upstream = await client.messages.create(**build_params(request, model), stream=True, timeout=timeout)
+            response = await client.post("/v1/messages", content=orjson.dumps({**build_body(request, model),
+                                                                               "stream": True}),
+                                         cast_to=httpx2.Response, stream=True,
+                                         options=self._request_options(timeout))
         except Exception as exc:
             raise classify(exc) from exc
         try:
-            translator = StreamTranslator(model)
-            async for event in upstream:
-                for out in translator.feed(event):
+            translator = RawStreamTranslator(model)
+            async for sse in anthropic.AsyncStream.raw_events(response):
+                name = sse.event
+                if name is None or name == "ping":
+                    continue
+                if name == "error":  # as the SDK's AsyncStream raises it: a status error of the 200 response
+                    body: object = sse.data
+                    try:
+                        body = orjson.loads(sse.data)
+                        message = f"{body}"
+                    except orjson.JSONDecodeError:
+                        message = sse.data or f"Error code: {response.status_code}"
+                    raise anthropic.APIStatusError(message, response=response, body=body)
+                if not sse.data:
+                    continue
+                for out in translator.feed_json(orjson.loads(sse.data)):
                     yield out
             if not translator.done:
                 raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "stream ended before message_stop")
         except Exception as exc:
             raise classify(exc) from exc
         finally:
-            await upstream.close()  # closes the HTTP response: no orphaned upstream reads
+            await response.aclose()  # closes the HTTP response: no orphaned upstream reads
 
     async def count_tokens(self, request: ProviderRequest, model: str, timeout: float) -> int:
         client = self._require_client()

@@ -256,3 +256,120 @@ class StreamTranslator:
                                stop_reason=self.stop_reason, cache_read_tokens=self.cache_read_tokens,
                                cache_creation_tokens=self.cache_creation_tokens)]
         return []
+
+
+# ---- the raw path: the API's JSON as plain dicts, no SDK models (anthropic.py's unary calls) ----
+
+
+def build_body(request: ProviderRequest, model: str) -> dict[str, Any]:
+    """Our request -> the Messages API's JSON body (``build_params`` with its ``extra_body`` merged in)."""
+    body = build_params(request, model)
+    extra = body.pop("extra_body", None)
+    if extra:
+        body.update(extra)
+    return body
+
+
+def _count(usage: dict[str, Any], name: str) -> int:
+    return int(usage.get(name) or 0)
+
+
+def parse_message_json(message: Any, model: str) -> ProviderResponse:
+    """The Messages API's decoded JSON Message -> our response, as ``parse_message`` does for the SDK's model.
+
+    A body that is not an object with a content list is a malformed response; a block without its
+    fields raises KeyError/TypeError, which the transport classifies as malformed too.
+    """
+    blocks = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(blocks, list):
+        raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "response has no content")
+    parts: list[AnswerPart] = []
+    texts: list[str] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "text":
+            text = block["text"]
+            if not isinstance(text, str):
+                raise ProviderError(ErrorKind.MALFORMED_RESPONSE, "text block without text")
+            parts.append(TextPart(text))
+            texts.append(text)
+        elif kind == "tool_use":
+            value = block.get("input")
+            parts.append(tool_use_part(block["id"], block["name"], value if value is not None else {}))
+        elif kind == "thinking":
+            parts.append(ThinkingPart(str(block.get("thinking") or ""), str(block.get("signature") or "")))
+        elif kind == "redacted_thinking":
+            parts.append(RedactedThinkingPart(str(block["data"]).encode("utf-8")))
+    usage = message.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
+    stop_reason = message.get("stop_reason") or ""
+    return ProviderResponse(
+        parts=tuple(parts),
+        content="".join(texts),
+        model=message.get("model") or model,
+        input_tokens=_count(usage, "input_tokens"),
+        output_tokens=_count(usage, "output_tokens"),
+        finish_reason=finish_reason(stop_reason, FINISH_REASONS),
+        stop_reason=stop_reason,
+        cache_read_tokens=_count(usage, "cache_read_input_tokens"),
+        cache_creation_tokens=_count(usage, "cache_creation_input_tokens"),
+    )
+
+
+class RawStreamTranslator(StreamTranslator):
+    """``StreamTranslator`` for the stream's decoded JSON events (plain dicts, no SDK models per event)."""
+
+    def _usage_json(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        for name, attr in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+                           ("cache_read_input_tokens", "cache_read_tokens"),
+                           ("cache_creation_input_tokens", "cache_creation_tokens")):
+            value = usage.get(name)
+            if value is not None:
+                setattr(self, attr, int(value))
+
+    def feed_json(self, event: dict[str, Any]) -> list[StreamEvent]:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event["delta"]
+            delta_type = delta.get("type")
+            if delta_type == "text_delta":
+                return [TextDelta(event["index"], delta["text"])]
+            if delta_type == "thinking_delta":
+                return [ThinkingDelta(event["index"], delta["thinking"])]
+            if delta_type == "signature_delta":
+                return [SignatureDelta(event["index"], delta["signature"])]
+            if delta_type == "input_json_delta" and event["index"] in self._tools:
+                self._tools[event["index"]].chunks.append(delta["partial_json"])
+            return []
+        if kind == "content_block_start":
+            block = event["content_block"]
+            block_type = block.get("type")
+            if block_type == "tool_use":
+                self._tools[event["index"]] = ToolInputBuffer(block["id"], block["name"])
+            elif block_type == "redacted_thinking":
+                return [RedactedThinkingDelta(event["index"], str(block["data"]).encode("utf-8"))]
+            elif block_type == "thinking" and block.get("thinking"):
+                return [ThinkingDelta(event["index"], block["thinking"])]
+            return []
+        if kind == "content_block_stop":
+            buffer = self._tools.pop(event["index"], None)
+            return [ToolUseDelta(event["index"], buffer.finish())] if buffer is not None else []
+        if kind == "message_start":
+            message = event["message"]
+            self.model = message.get("model") or self.model
+            self._usage_json(message.get("usage"))
+            return []
+        if kind == "message_delta":
+            self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
+            self._usage_json(event.get("usage"))
+            return []
+        if kind == "message_stop":
+            self.done = True
+            return [StreamDone(model=self.model, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                               finish_reason=finish_reason(self.stop_reason, FINISH_REASONS),
+                               stop_reason=self.stop_reason, cache_read_tokens=self.cache_read_tokens,
+                               cache_creation_tokens=self.cache_creation_tokens)]
+        return []

@@ -1,0 +1,300 @@
+"""``python -m bench.streams``: Anthropic streams through the gateway: TTFT overhead, CPU per chunk, RSS.
+
+A fake streaming upstream (``python -m bench.streams --serve``: aiohttp's low-level server, one fixed
+SSE stream of ``--chunks`` text deltas, pre-encoded, optionally ``--gap-ms`` apart) stands in for the
+Messages API. Measured, with the gateway (Anthropic provider, SDK, aiohttp) pinned like bench.peers:
+
+  TTFT overhead   time to the first text delta through the gateway (gRPC GenerateStream) minus the same
+                  straight from the upstream (aiohttp, SSE), one stream at a time; medians
+  CPU per chunk   gateway CPU time while --concurrency streams run back to back / text deltas delivered
+  RSS             the gateway's resident memory at start, and with --open streams open at once
+                  (the upstream holding each stream open between chunks)
+
+With --baseline REF the gateway as of git REF runs beside it, interleaved (before/after in one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import MODEL
+
+EVENT = "event: {name}\ndata: {data}\n\n"
+
+
+def sse_body(chunks: int) -> tuple[bytes, list[bytes]]:
+    """(head, per-chunk events + tail as separate writes)."""
+    def ev(name: str, data: dict[str, Any]) -> bytes:
+        return EVENT.format(name=name, data=json.dumps(data, separators=(",", ":"))).encode()
+
+    head = ev("message_start", {"type": "message_start", "message": {
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": MODEL, "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}})
+    head += ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}})
+    parts = [ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": f"tok{i} "}}) for i in range(chunks)]
+    tail = ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+    tail += ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                 "usage": {"output_tokens": chunks}})
+    tail += ev("message_stop", {"type": "message_stop"})
+    return head, [*parts, tail]
+
+
+async def serve(chunks: int, gap_ms: float) -> None:
+    from aiohttp import web
+
+    head, rest = sse_body(chunks)
+    models = json.dumps({"data": [{"type": "model", "id": MODEL, "display_name": "x",
+                                   "created_at": "2025-09-29T00:00:00Z"}],
+                         "has_more": False, "first_id": MODEL, "last_id": MODEL}).encode()
+    whole = head + b"".join(rest)
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/v1/models":
+            return web.Response(body=models, content_type="application/json")
+        await request.read()
+        if gap_ms <= 0:
+            return web.Response(body=whole, content_type="text/event-stream")
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(head)
+        for part in rest:
+            await asyncio.sleep(gap_ms / 1000)
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    runner = web.ServerRunner(web.Server(handle), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock, backlog=1024).start()
+    print(sock.getsockname()[1], flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.streams", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--serve", action="store_true", help="run the fake streaming upstream (prints its port)")
+    p.add_argument("--chunks", type=int, default=50, help="text deltas per stream (50)")
+    p.add_argument("--gap-ms", type=float, default=0.0, help="--serve: pause between chunks (0)")
+    p.add_argument("--streams", type=int, default=300, help="streams in the CPU phase, per target and round (300)")
+    p.add_argument("--ttft-calls", type=int, default=100, help="sequential streams for TTFT, per round (100)")
+    p.add_argument("--concurrency", type=int, default=16, help="streams in flight in the CPU phase (16)")
+    p.add_argument("--open", type=int, default=64, help="streams held open at once for the RSS figure (64)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--core", default=None, help="CPU list the gateways are pinned to (default: the last CPU)")
+    p.add_argument("--baseline", metavar="REF", help="also run the gateway as of git REF")
+    p.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results-streams.json")
+    args = p.parse_args(argv)
+    if args.core is None:
+        cpus = sorted(os.sched_getaffinity(0))
+        args.core = str(cpus[-1]) if len(cpus) > 1 else None
+    elif args.core.lower() == "none":
+        args.core = None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve:
+        asyncio.run(serve(args.chunks, args.gap_ms))
+        return 0
+
+    import shutil
+
+    from bench.peers import baseline_tree, other_cores, pinned
+    from bench.procs import Proc, StartError, stop_all, wait_for_ports
+    from bench.run import REPO, STARTED_RE, Scenario, child_env, gateway_config
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-streams-"))
+    env = child_env()
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    python = sys.executable
+    rest = other_cores(args.core)
+    rest_list = ",".join(map(str, sorted(rest))) if rest else None
+    load_before = os.getloadavg()
+    procs: list[Proc] = []
+    gateways: dict[str, Proc] = {}
+    try:
+        fast = Proc("upstream", pinned(rest_list, [python, "-m", "bench.streams", "--serve", "--chunks",
+                                                   str(args.chunks)]),
+                    cwd=REPO, env=env, log_path=tmp / "up.log", port_from="stdout")
+        slow = Proc("slow upstream", pinned(rest_list, [python, "-m", "bench.streams", "--serve", "--chunks", "20",
+                                                        "--gap-ms", "250"]),
+                    cwd=REPO, env=env, log_path=tmp / "slow.log", port_from="stdout")
+        procs += [fast, slow]
+        wait_for_ports(procs, timeout=20)
+        scenario = Scenario("b", "anthropic SDK, aiohttp", "anthropic", "aiohttp", "INFO")
+        trees = [("gateway", env)]
+        if args.baseline:
+            trees.append((f"as of {args.baseline}", {**env, "PYTHONPATH": str(baseline_tree(args.baseline,
+                                                                                           tmp / "baseline"))}))
+        for name, genv in trees:
+            for upstream, suffix in ((fast, ""), (slow, " (slow upstream)")):
+                cfg = tmp / f"{len(gateways)}.yaml"
+                cfg.write_text(json.dumps(gateway_config(scenario, upstream.port)))
+                proc = Proc(name + suffix, pinned(args.core, [python, "-m", "gateway_server", "--config", str(cfg)]),
+                            cwd=tmp, env=genv, log_path=tmp / f"{len(gateways)}.log", port_from="log",
+                            port_pattern=STARTED_RE)
+                gateways[name + suffix] = proc
+                procs.append(proc)
+        wait_for_ports(list(gateways.values()), timeout=60)
+        if rest:
+            os.sched_setaffinity(0, rest)
+        result = asyncio.run(_measure(args, fast.port, gateways, [n for n, _ in trees]))
+    except KeyboardInterrupt:
+        return 130
+    except StartError as exc:
+        print(f"bench.streams: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop_all(procs, timeout=5)
+        shutil.rmtree(tmp, ignore_errors=True)
+    result.update(generated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), loadavg_before=load_before,
+                  loadavg_after=os.getloadavg(), cpus=os.cpu_count(), pinned_to=args.core,
+                  settings={k: v for k, v in vars(args).items() if k != "output"} | {"output": str(args.output)})
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| Anthropic streams | TTFT ms (direct → gateway) | TTFT overhead ms | CPU ms/stream "
+             f"({args.chunks} chunks) | CPU µs/chunk | RSS MB start → {args.open} streams open |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in result["targets"].items():
+        lines.append(f"| {name} | {r['ttft_direct_ms']:.2f} → {r['ttft_ms']:.2f} | {r['ttft_overhead_ms']:.2f} "
+                     f"| {r['cpu_ms_per_stream']:.2f} | {r['cpu_us_per_chunk']:.0f} "
+                     f"| {r['rss_mb_start']:.0f} → {r['rss_mb_open']:.0f} |")
+    print("\n".join(lines))
+    print(f"\n{os.cpu_count()} CPUs, gateways pinned to CPU {args.core}, load average {load_before[0]:.2f} before / "
+          f"{os.getloadavg()[0]:.2f} after; medians of {args.rounds} interleaved rounds. JSON: {args.output}")
+    return 0 if not result["errors"] else 1
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways: dict[str, Any],
+                   names: list[str]) -> dict[str, Any]:
+    import aiohttp
+    import grpc
+
+    from bench.peers import FAKE_API_KEY, closed_loop
+    from modelgateway.v1 import model_gateway_pb2 as pb
+    from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
+
+    request = pb.GenerateRequest(messages=[pb.Message(role=pb.ROLE_USER, content="count")], max_tokens=256)
+    body = json.dumps({"model": MODEL, "max_tokens": 256, "stream": True,
+                       "messages": [{"role": "user", "content": "count"}]}).encode()
+    headers = {"x-api-key": FAKE_API_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    session = aiohttp.ClientSession()
+    url = f"http://127.0.0.1:{upstream_port}/v1/messages"
+    errors = 0
+
+    async def direct_ttft() -> float:
+        started = time.perf_counter()
+        first = 0.0
+        async with session.post(url, data=body, headers=headers) as resp:
+            async for line in resp.content:
+                if not first and line.startswith(b"data:") and b'"text_delta"' in line:
+                    first = time.perf_counter() - started
+        return first
+
+    channels = {name: grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for name, p in gateways.items()}
+    stubs = {name: pb_grpc.ModelGatewayStub(ch) for name, ch in channels.items()}
+
+    async def gateway_stream(stub: Any, ttft: list[float] | None = None) -> int:
+        started = time.perf_counter()
+        chunks = 0
+        async for event in stub.GenerateStream(request, timeout=30):
+            if event.WhichOneof("event") == "delta":
+                if not chunks and ttft is not None:
+                    ttft.append(time.perf_counter() - started)
+                chunks += 1
+        return chunks
+
+    out: dict[str, Any] = {"targets": {}, "errors": 0}
+    per: dict[str, dict[str, list[float]]] = {n: {"ttft": [], "direct": [], "cpu_stream": [], "cpu_chunk": []}
+                                              for n in names}
+    rss_start = {n: _rss_mb(gateways[n + " (slow upstream)"].pid) for n in names}
+    try:
+        for name in names:  # warm-up: connection pools and caches
+            for _ in range(20):
+                await gateway_stream(stubs[name])
+                await direct_ttft()
+        for r in range(args.rounds):
+            for name in names:
+                print(f"round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+                stub, proc = stubs[name], gateways[name]
+                for _ in range(args.ttft_calls):  # sequential, direct and gateway alternating
+                    per[name]["direct"].append(await direct_ttft())
+                    await gateway_stream(stub, per[name]["ttft"])
+                delivered = 0
+
+                async def one(stub: Any = stub) -> bool:
+                    nonlocal delivered
+                    got = await gateway_stream(stub)
+                    delivered += got
+                    return got == args.chunks
+
+                c0 = proc.cpu()
+                lat, failed, _ = await closed_loop(one, args.streams, args.concurrency, 120)
+                c1 = proc.cpu()
+                errors += failed
+                cpu_ms = (c1 - c0) * 1000
+                per[name]["cpu_stream"].append(cpu_ms / max(1, len(lat) + failed))
+                per[name]["cpu_chunk"].append(cpu_ms * 1000 / max(1, delivered))
+        rss_open: dict[str, float] = {}
+        for name in names:  # RSS with --open streams open at once on the slow upstream
+            slow_name = name + " (slow upstream)"
+            stub, pid = stubs[slow_name], gateways[slow_name].pid
+            calls = [stub.GenerateStream(request, timeout=60) for _ in range(args.open)]
+            firsts = await asyncio.gather(*(c.read() for c in calls))  # each stream has started
+            errors += sum(1 for f in firsts if f is grpc.aio.EOF)
+            await asyncio.sleep(0.5)
+            rss_open[name] = _rss_mb(pid)
+            for c in calls:
+                c.cancel()
+    finally:
+        await session.close()
+        for ch in channels.values():
+            await ch.close()
+    for name in names:
+        d = per[name]
+        ttft = statistics.median(d["ttft"]) * 1000
+        direct = statistics.median(d["direct"]) * 1000
+        out["targets"][name] = {
+            "ttft_ms": ttft, "ttft_direct_ms": direct, "ttft_overhead_ms": ttft - direct,
+            "cpu_ms_per_stream": statistics.median(d["cpu_stream"]),
+            "cpu_us_per_chunk": statistics.median(d["cpu_chunk"]),
+            "cpu_us_per_chunk_rounds": d["cpu_chunk"],
+            "rss_mb_start": rss_start[name], "rss_mb_open": rss_open[name],
+        }
+    out["errors"] = errors
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
