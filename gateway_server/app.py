@@ -88,8 +88,9 @@ class GatewayApp:
         """Each provider's state for gateway_provider_state ("healthy", "unhealthy", ...), read at scrape time."""
         if self.health is None:
             return {}
-        return {name: pb.ProviderStatus.Name(state.status).removeprefix("PROVIDER_STATUS_").lower()
-                for name, state in self.health.states.items()}
+        health = self.health
+        return {name: pb.ProviderStatus.Name(health.status(name)).removeprefix("PROVIDER_STATUS_").lower()
+                for name in health.states}
 
     def _observability(self, tracer_provider: Any | None) -> CallObserver:
         s = self.settings

@@ -301,3 +301,18 @@ async def test_health_watch_and_unary_health_through_the_interceptor(gateway_fac
         await asyncio.sleep(0.05)
     assert value(s, "grpc_server_call_duration_seconds_count", grpc_method="grpc.health.v1.Health/Watch",
                  grpc_status="CANCELLED") == 1
+
+
+async def test_an_ejected_provider_shows_as_ejected(gateway_factory, stub_for, emulators, metrics_port) -> None:
+    a, b = emulators
+    cfg = two_providers(a, b)
+    cfg["outlier_detection"] = {"consecutive_5xx": 1, "base_ejection_time": 300}
+    app = await gateway_factory(cfg)
+    a.inject(Fault.status(503), times=None)
+    stub = await stub_for(app)
+    response = await stub.Generate(ask(), metadata=AUTH, timeout=10)
+    assert response.provider == "bedrock"  # anthropic failed once: ejected (consecutive_5xx 1)
+    s = await scrape(metrics_port)
+    assert value(s, "gateway_provider_state", provider="anthropic", state="ejected") == 1
+    assert value(s, "gateway_provider_state", provider="anthropic", state="unhealthy") == 0
+    assert value(s, "gateway_provider_state", provider="bedrock", state="healthy") == 1

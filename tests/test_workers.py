@@ -198,3 +198,26 @@ async def test_the_supervisor_gives_up_when_workers_keep_dying(tmp_path: Path) -
         assert "Worker 1 crashed" in log, log
         assert "more than 1 worker deaths in 60s, giving up" in log, log
         assert f"Worker 0 (pid {workers[0]}) exited (exit status 0)" in log, log
+
+
+async def test_one_scrape_counts_every_workers_calls(tmp_path: Path) -> None:
+    from tests.test_metrics import free_port, scrape, value
+
+    metrics_port = free_port()
+    env = {**WORKERS_ENV, "GATEWAY_METRICS_PORT": str(metrics_port)}
+    async with gateway_process(write_config(tmp_path), env=env) as gw:
+        workers = await started_workers(gw)
+        # The supervisor serves /metrics for all (it logs so before the workers start).
+        assert any(f"Serving /metrics for all workers on port {metrics_port}" in line for line in gw.lines)
+        clients = await connect_to(gw.port, workers)
+        try:
+            for calls, c in enumerate(clients.values(), start=1):  # worker 0 answers once, worker 1 twice
+                for _ in range(calls):
+                    assert (await c.generate("What is 25 + 75?", timeout=10)).content == "100"
+        finally:
+            for c in clients.values():
+                await c.close()
+        samples = await scrape(metrics_port)
+        generate = "modelgateway.v1.ModelGateway/Generate"
+        assert value(samples, "grpc_server_call_started_total", grpc_method=generate) == 3
+        assert value(samples, "gen_ai_server_request_duration_seconds_count", gen_ai_response_model="mock-1") == 3
