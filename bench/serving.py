@@ -70,7 +70,7 @@ class Gateway:
                  max_concurrent_calls: int = 0) -> None:
         self.port = free_port()
         config = {
-            "host": "127.0.0.1", "port": self.port, "log_level": "WARNING", "workers": workers,
+            "host": "127.0.0.1", "port": self.port, "log_level": "WARNING", "workers": workers, "metrics_port": 0,
             "default_provider": "mock", "providers": {"mock": {"type": "mock", "latency_ms": latency_ms}},
             "fallback": {"enabled": False}, "health_check": {"interval": 3600},
             "server": {"max_concurrent_calls": max_concurrent_calls, "shed_retry_after": 0.25, "grace_period": 2},
