@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = _Parser(
         prog="gatewayctl",
-        description="Call the Model Gateway: generate, count tokens, check health, list providers, status.",
+        description="Call the Model Gateway: generate, count tokens, check health, list providers, status,\n"
+        "usage per API key (an admin key); make or hash API keys.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     gen = commands.add_parser(
         "generate", parents=[common], help="generate a completion for a prompt", epilog=EPILOG,
+        description="Generate a completion for a prompt.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("prompt", help="the prompt ('-' reads it from stdin)")
@@ -220,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="structured output: the answer is JSON matching this JSON schema (of an object)")
     count = commands.add_parser(
         "count", parents=[common], help="count a conversation's input tokens", epilog=EPILOG,
+        description="Count a conversation's input tokens (costs no tokens).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     count.add_argument("prompt", help="the prompt ('-' reads it from stdin)")
@@ -231,20 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("health", "health of the gateway and each provider"),
         ("providers", "the configured providers, default and fallback order"),
-        ("status", "service name, version, status"),
+        ("status", "service name, version, status and the worker that answered"),
     ):
-        commands.add_parser(name, parents=[common], help=text, epilog=EPILOG,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        commands.add_parser(name, parents=[common], help=text, description=text[0].upper() + text[1:] + ".",
+                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     usage = commands.add_parser("usage", parents=[common], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                help="each API key's requests, tokens, spend and limits (an admin key)")
+                                help="each API key's requests, tokens, spend and limits (an admin key)",
+                                description="Each API key's requests, tokens, spend and limits (needs an admin key).")
     usage.add_argument("key_name", nargs="?", default="", metavar="KEY", help="one key's name (default: every key)")
-    keys = commands.add_parser("keys", parents=[common], help="make an API key, or hash one for the config")
+    keys = commands.add_parser("keys", parents=[common], help="make an API key, or hash one for the config",
+                               description="Make an API key, or hash one for the config (offline).")
     keys_commands = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", parser_class=_Parser)
     keys_commands.required = True
-    new = keys_commands.add_parser("new", parents=[common], help="a new random secret and its SHA-256")
+    new = keys_commands.add_parser("new", parents=[common], help="a new random secret and its SHA-256",
+                                   description="Print a new random secret, its SHA-256 and the config lines.")
     new.add_argument("--name", default="my-service", help="the key's name in the config (default: my-service)")
-    hashed = keys_commands.add_parser("hash", parents=[common], help="the SHA-256 of a secret, for the config")
+    hashed = keys_commands.add_parser("hash", parents=[common], help="the SHA-256 of a secret, for the config",
+                                      description="Print the SHA-256 of a secret, for the config.")
     hashed.add_argument("secret", nargs="?", default="-", help="the secret ('-' or nothing: read from stdin)")
     return parser
 

@@ -1105,3 +1105,18 @@ def test_bedrock_reasoning_cache_points_schema_and_count(bedrock_emulator: Bedro
     assert [(d["contentBlockIndex"], next(iter(d["delta"]))) for d in deltas] == [(0, "reasoningContent"),
                                                                                  (1, "text")]
     assert deltas[0]["delta"]["reasoningContent"]["redactedContent"].startswith(b"redacted:")
+
+
+def test_standalone_help_says_what_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from tests.emulators.__main__ import main
+
+    argv = sys.argv
+    sys.argv = ["emulators", "--help"]
+    try:
+        with pytest.raises(SystemExit):
+            main()
+    finally:
+        sys.argv = argv
+    assert "for trying the gateway by hand" in " ".join(capsys.readouterr().out.split())

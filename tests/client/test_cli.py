@@ -203,6 +203,17 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     assert "--temperature" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, says", [
+    ([], "usage per API key"), (["generate"], "Generate a completion"), (["count"], "input tokens"),
+    (["health"], "Health of the gateway"), (["providers"], "The configured providers"),
+    (["status"], "the worker that answered"), (["usage"], "needs an admin key"), (["keys"], "Make an API key"),
+    (["keys", "new"], "a new random secret"), (["keys", "hash"], "SHA-256 of a secret"),
+])
+def test_every_command_help_says_what_it_does(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*argv, "--help"]) == 0
+    assert says in capsys.readouterr().out.split("options:")[0]
+
+
 # ---------------------------------------------------------------------- as a real process
 
 

@@ -15,7 +15,7 @@ from .bedrock import BedrockEmulator
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.emulators", description=__doc__.split("\n\n")[0])
     parser.add_argument("--anthropic-port", type=int, default=8089)
     parser.add_argument("--bedrock-port", type=int, default=8090)
     parser.add_argument("--api-key", default="test-key", help="the Anthropic API key the emulator accepts")
