@@ -23,6 +23,7 @@ import socket
 import struct
 import sys
 import zlib
+from typing import Any
 
 from aiohttp import web
 
@@ -144,11 +145,13 @@ async def handle(request: web.BaseRequest) -> web.StreamResponse:
     return web.Response(status=404, body=NOT_FOUND, content_type="application/json")
 
 
-async def serve() -> None:
+async def serve(handler: Any = None) -> None:
+    """Serve ``handler`` (default: this module's ``handle``) on a free loopback port, print the port,
+    run until SIGTERM/SIGINT. bench/streams.py serves its own SSE handler through this too."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    runner = web.ServerRunner(web.Server(handle), access_log=None, handle_signals=False)
+    runner = web.ServerRunner(web.Server(handler or handle), access_log=None, handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock, backlog=1024).start()
     print(sock.getsockname()[1], flush=True)

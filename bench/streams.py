@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -76,19 +75,9 @@ async def serve(chunks: int, gap_ms: float) -> None:
         await resp.write_eof()
         return resp
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    runner = web.ServerRunner(web.Server(handle), access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, sock, backlog=1024).start()
-    print(sock.getsockname()[1], flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    from bench.fake_upstream import serve as serve_handler
+
+    await serve_handler(handle)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
