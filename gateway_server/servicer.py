@@ -288,6 +288,8 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         request_id, traceparent, tracestate = _caller(context)
         call = self._observer.start(_COUNT_TOKENS, request_id, request.model, traceparent, tracestate)
         call.caller = current_caller().name
+        # Not a model call, answered or failed: no GenAI metrics or spans (the gRPC interceptor counts it).
+        call.finished = True
         try:
             provider_request, deadline = self._prepare_count(request, context)
             result = await self._router.count_tokens(provider_request, provider=request.provider,
@@ -303,8 +305,6 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         except Exception:
             await self._abort(context, request_id, request, None, started, call)
             raise
-        # Not a model call: no GenAI metrics or spans (the gRPC interceptor counts the call itself).
-        call.finished = True
         latency_ms = (time.perf_counter() - started) * 1000
         log.info("Counted tokens: request_id=%s provider=%s model=%s input_tokens=%d latency_ms=%.2f path=%s "
                  "caller=%s%s", request_id, result.provider, result.attempts[-1].model, result.input_tokens,

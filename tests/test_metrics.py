@@ -316,3 +316,18 @@ async def test_an_ejected_provider_shows_as_ejected(gateway_factory, stub_for, e
     assert value(s, "gateway_provider_state", provider="anthropic", state="ejected") == 1
     assert value(s, "gateway_provider_state", provider="anthropic", state="unhealthy") == 0
     assert value(s, "gateway_provider_state", provider="bedrock", state="healthy") == 1
+
+
+async def test_count_tokens_is_not_a_model_call(gateway_factory, stub_for, metrics_port) -> None:
+    """CountTokens, answered or refused, is counted by the gRPC metrics only, never as a GenAI chat call."""
+    app = await gateway_factory(mock_config())
+    stub = await stub_for(app)
+    counted = await stub.CountTokens(pb.CountTokensRequest(messages=ask().messages), timeout=10)
+    assert counted.input_tokens > 0
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.CountTokens(pb.CountTokensRequest(), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    s = await scrape(metrics_port)
+    count = "modelgateway.v1.ModelGateway/CountTokens"
+    assert value(s, "grpc_server_call_duration_seconds_count", grpc_method=count) == 2
+    assert value(s, "gen_ai_server_request_duration_seconds_count") == 0
