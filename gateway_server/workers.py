@@ -13,10 +13,11 @@ The supervisor
 * forwards SIGTERM/SIGINT as SIGTERM, so that every worker drains (``server.grace_period``), and
   exits 0 when all have; a worker still alive ``KILL_MARGIN`` seconds after the grace period gets
   SIGKILL;
-* forwards SIGHUP (TLS certificate reload).
+* forwards SIGHUP (TLS certificate reload);
+* with ``server.pin_workers``, pins worker i to the i-th CPU it may use (before gRPC starts threads).
 
-Metrics across workers: before forking, the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
-directory (prometheus-client's multiprocess mode), serves ``/metrics`` itself when metrics are on
+Metrics across workers: when metrics are on (a metrics port), before forking, the supervisor points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (prometheus-client's multiprocess mode), serves ``/metrics`` itself
 (``gateway_server.metrics.start_metrics_server``, when that module exists) and marks a dead worker's
 files with ``prometheus_client.multiprocess.mark_process_dead``. Workers see ``GATEWAY_WORKER_ID`` in
 their environment and start no metrics server of their own.
@@ -118,6 +119,22 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
+def worker_cpu(slot: int, allowed: set[int]) -> int | None:
+    """The CPU worker ``slot`` is pinned to with ``server.pin_workers``: the slot-th allowed one, round robin."""
+    cpus = sorted(allowed)
+    return cpus[slot % len(cpus)] if cpus else None
+
+
+def _pin(slot: int) -> int | None:
+    """Pin this process to its CPU (threads started later inherit it); the CPU, or None where unsupported."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = worker_cpu(slot, os.sched_getaffinity(0))
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def _worker_main(settings: GatewaySettings, slot: int, supervisor_pid: int) -> None:
     """The forked child: one gateway server on the shared port. Never returns."""
     code = 1
@@ -131,8 +148,11 @@ def _worker_main(settings: GatewaySettings, slot: int, supervisor_pid: int) -> N
         if os.getppid() != supervisor_pid:  # the supervisor died between fork and prctl
             os._exit(1)
         os.environ[WORKER_ID_ENV] = str(slot)
+        cpu = _pin(slot) if settings.server.pin_workers else None  # before this process starts any thread
         # The log listener thread stayed in the supervisor (fork copies only this thread): start our own.
         configure_logging(settings.log_level, settings.log_format)
+        if settings.server.pin_workers:
+            log.info("Worker %d pinned to CPU %s", slot, cpu if cpu is not None else "- (no CPU affinity here)")
         from gateway_server.cli import serve  # after the fork
 
         asyncio.run(serve(settings, reuse_port=True, worker_id=slot))
@@ -255,12 +275,15 @@ def _describe(code: int) -> str:
 def supervise(settings: GatewaySettings) -> int:
     """Run ``settings.worker_count`` workers until SIGTERM; the process's exit status."""
     count = settings.worker_count
-    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
-    os.environ[METRICS_DIR_ENV] = metrics_dir
+    metrics_port = _metrics_port(settings)
+    # Only with metrics on: a worker that sees PROMETHEUS_MULTIPROC_DIR records every call into the
+    # shared files (GatewayApp turns its metrics on), work nobody would scrape with metrics off.
+    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-") if metrics_port else None
+    if metrics_dir is not None:
+        os.environ[METRICS_DIR_ENV] = metrics_dir
     try:
         with reserve_port(settings.host, settings.port) as port:
-            metrics_port = _metrics_port(settings)
-            if metrics_port:
+            if metrics_dir is not None:
                 _start_metrics(metrics_port, metrics_dir)
             settings = settings.model_copy(update={"port": port})
             return Supervisor(settings, count).run()
@@ -268,4 +291,6 @@ def supervise(settings: GatewaySettings) -> int:
         log.error("Cannot start: %s", exc)
         return 1
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if metrics_dir is not None:
+            os.environ.pop(METRICS_DIR_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
