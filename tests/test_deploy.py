@@ -141,6 +141,11 @@ def test_services_pdb_hpa_redis_and_servicemonitor(rendered: list[dict[str, Any]
     assert hpa["scaleTargetRef"]["name"] == "model-gateway" and hpa["minReplicas"] >= 2
     redis = find(rendered, "Deployment", "model-gateway-redis")["spec"]["template"]["spec"]
     assert redis["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # The gateway counts its limits in that Redis (else every worker of every replica allows the whole limit).
+    limits = configmap_settings(rendered).rate_limit
+    redis_service = find(rendered, "Service", "model-gateway-redis")
+    assert limits.backend == "redis"
+    assert limits.redis.url == f"redis://{redis_service['metadata']['name']}:{redis_service['spec']['ports'][0]['port']}/0"
     monitor = find(rendered, "ServiceMonitor", "model-gateway")["spec"]
     assert monitor["selector"]["matchLabels"].items() <= cluster_ip["metadata"]["labels"].items()
     ports = {p["name"] for p in cluster_ip["spec"]["ports"]}
@@ -161,6 +166,7 @@ def test_dockerfile_passes_hadolint_and_is_built_right() -> None:
     runtime = text[text.rindex("\nFROM "):]
     assert "grpc_tools.protoc" in text[:text.rindex("\nFROM ")]  # stubs generated at build time
     assert re.search(r"^USER 10001", runtime, re.M) and "STOPSIGNAL SIGTERM" in runtime
+    assert "GRPC_VERBOSITY=ERROR" in runtime  # no C-core INFO lines between the JSON log lines
     assert not re.search(r"(?i)(api_key|secret|password|token)\s*=", text)
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") if "*" in ignore else 0] == "*"  # deny by default
@@ -197,6 +203,7 @@ def test_compose_stack_fits_together() -> None:
     settings = settings_from_mapping(config, source="deploy/compose/gateway.yaml", env_file=None)
     stop_grace = int(gw["stop_grace_period"].rstrip("s"))
     assert stop_grace > settings.server.grace_period
+    assert settings.rate_limit.backend == "redis" and settings.rate_limit.redis.url.startswith("redis://redis:")
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = [t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     assert f"gateway:{gw['environment']['GATEWAY_METRICS_PORT']}" in targets
