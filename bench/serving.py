@@ -200,8 +200,12 @@ def measure(gateway: Gateway, body: Path, args: argparse.Namespace) -> dict[str,
     started = time.monotonic()
     proc = subprocess.Popen(h2load_command(gateway.port, body, args, seconds=args.duration),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(min(2.0, args.duration / 2))  # connections made (after h2load's 1 s warm-up)
-    split = connections_per_process(gateway.port)
+    split: dict[int, int] = {}
+    for _ in range(20):  # until h2load has made its connections (a busy machine can take seconds)
+        time.sleep(min(0.5, args.duration / 8))
+        split = connections_per_process(gateway.port)
+        if sum(split.values()) >= args.connections or proc.poll() is not None:
+            break
     out, _ = proc.communicate(timeout=args.duration + 60)
     elapsed = time.monotonic() - started
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # h2load only: the gateways are still running
@@ -406,7 +410,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small counts (a smoke test)")
     p.add_argument("--duration", type=float, default=8.0, help="seconds of each h2load run (after 1 s of warm-up)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds; each runs every configuration once, interleaved")
+    p.add_argument("--rounds", type=int, default=5, help="rounds; each runs every configuration once, interleaved")
     p.add_argument("--connections", type=int, default=64, help="h2load connections (the kernel spreads them)")
     p.add_argument("--streams", type=int, default=4, help="concurrent streams per connection")
     p.add_argument("--capacity", type=int, default=16, help="max_concurrent_calls of the shedding gateway")

@@ -18,8 +18,8 @@ import grpc
 import pytest
 import yaml
 
-from gateway_server.cli import main as gateway_main
 from gateway_server import workers as workers_mod
+from gateway_server.cli import main as gateway_main
 from gateway_server.workers import crash_looping, restart_delay, worker_cpu
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 from orchestrator_client import GatewayClient
@@ -154,8 +154,8 @@ async def test_two_workers_answer_and_a_dead_worker_is_replaced(tmp_path: Path) 
         # server.pin_workers: each worker (every thread) on the CPU of its slot.
         for wid, pid in workers.items():
             assert any(f"Worker {wid} pinned to CPU {cpus[wid % len(cpus)]}" in line for line in gw.lines), gw.lines
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                assert os.sched_getaffinity(int(task.name)) == {cpus[wid % len(cpus)]}
+            for tid in os.listdir(f"/proc/{pid}/task"):  # every thread
+                assert os.sched_getaffinity(int(tid)) == {cpus[wid % len(cpus)]}
         clients = await connect_to(gw.port, workers)
         for c in clients.values():
             assert (await c.generate("What is 25 + 75?", timeout=10)).content == "100"
