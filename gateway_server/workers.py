@@ -1,8 +1,9 @@
 """``--workers N``: N gateway processes on one port, under a supervisor.
 
 gRPC Python's multiprocessing pattern: the supervisor reserves the port (a socket bound with
-SO_REUSEPORT, never listening, so a port 0 is chosen once and kept across restarts) and forks the
-workers before any gRPC object exists in it; each worker builds its own grpc.aio server on the
+SO_REUSEPORT, never listening, so a port 0 is chosen once and kept across restarts), imports the
+server and provider modules (``preload``: shared copy-on-write) and forks the workers before any
+gRPC object exists in it; each worker builds its own grpc.aio server on the
 same port with ``grpc.so_reuseport`` 1, and the kernel spreads new connections over them.
 
 The supervisor
@@ -111,6 +112,24 @@ def _mark_dead(pid: int) -> None:
         return
     with contextlib.suppress(Exception):
         multiprocess.mark_process_dead(pid)
+
+
+def preload(settings: GatewaySettings) -> list[str]:
+    """Import, before the fork, the modules every worker would import on its own: the server and the
+    configured providers' SDKs (anthropic, aiobotocore: seconds of CPU each). The workers share them
+    copy-on-write, so two workers (and a restarted one) start without importing them again. Imports
+    only: no gRPC object, thread or event loop is made here. The modules that failed to import are
+    left to the workers (which report the error)."""
+    names = ["gateway_server.app"]
+    names += sorted({f"gateway_server.providers.{cfg.type}" for cfg in settings.providers.values()})
+    loaded = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception as exc:  # the worker will fail on it with a full report
+            log.warning("Supervisor: could not preload %s (%s); each worker imports it", name, exc)
+    return loaded
 
 
 def _die_with_parent() -> None:
@@ -283,6 +302,7 @@ def supervise(settings: GatewaySettings) -> int:
         os.environ[METRICS_DIR_ENV] = metrics_dir
     try:
         with reserve_port(settings.host, settings.port) as port:
+            preload(settings)
             if metrics_dir is not None:
                 _start_metrics(metrics_port, metrics_dir)
             settings = settings.model_copy(update={"port": port})

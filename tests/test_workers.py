@@ -124,6 +124,19 @@ def test_pinned_workers_take_the_allowed_cpus_in_turn() -> None:
     assert worker_cpu(0, set()) is None
 
 
+def test_the_supervisor_preloads_the_provider_modules_and_starts_nothing() -> None:
+    import threading
+
+    from gateway_server.settings import settings_from_mapping
+
+    settings = settings_from_mapping(mock_config(providers={"mock": {"type": "mock"}, "b": {"type": "bedrock", "model_id": "m"}}),
+                                     env_file=None)
+    threads = threading.active_count()
+    assert workers_mod.preload(settings) == ["gateway_server.app", "gateway_server.providers.bedrock",
+                                             "gateway_server.providers.mock"]
+    assert threading.active_count() == threads  # imports only: the fork copies no thread state
+
+
 def test_the_supervisor_shares_metrics_only_when_they_are_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """With metrics off the workers get no PROMETHEUS_MULTIPROC_DIR: it would turn their metrics on
     (every call written to the shared files) with nobody to scrape them."""
