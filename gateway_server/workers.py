@@ -132,6 +132,21 @@ def preload(settings: GatewaySettings) -> list[str]:
     return loaded
 
 
+def unshared_limits(settings: GatewaySettings) -> list[str]:
+    """What would be counted per worker with the memory backend: the limits, budgets and provider
+    limits configured (empty with the Redis backend, or with nothing to count)."""
+    if settings.rate_limit.backend != "memory":
+        return []
+    found = ["rate_limit.enabled"] if settings.rate_limit.enabled else []
+    found += [f"rate_limit.providers.{name}" for name in settings.rate_limit.providers]
+    for key in settings.keys:
+        if key.limits is not None:
+            found.append(f"keys[{key.name}].limits")
+        if key.budget.daily_usd is not None or key.budget.monthly_usd is not None:
+            found.append(f"keys[{key.name}].budget")
+    return found
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this worker (so it drains) if the supervisor dies without saying so (SIGKILL)."""
     with contextlib.suppress(Exception):
@@ -303,6 +318,10 @@ def supervise(settings: GatewaySettings) -> int:
     try:
         with reserve_port(settings.host, settings.port) as port:
             preload(settings)
+            if unshared := unshared_limits(settings):
+                log.warning("rate_limit.backend is memory: each of the %d workers counts %s alone (up to %d times "
+                            "the limit); set rate_limit.backend: redis to share them", count,
+                            ", ".join(unshared[:4]) + (", ..." if len(unshared) > 4 else ""), count)
             if metrics_dir is not None:
                 _start_metrics(metrics_port, metrics_dir)
             settings = settings.model_copy(update={"port": port})

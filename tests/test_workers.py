@@ -129,12 +129,25 @@ def test_the_supervisor_preloads_the_provider_modules_and_starts_nothing() -> No
 
     from gateway_server.settings import settings_from_mapping
 
-    settings = settings_from_mapping(mock_config(providers={"mock": {"type": "mock"}, "b": {"type": "bedrock", "model_id": "m"}}),
-                                     env_file=None)
+    providers = {"mock": {"type": "mock"}, "b": {"type": "bedrock", "model_id": "m"}}
+    settings = settings_from_mapping(mock_config(providers=providers), env_file=None)
     threads = threading.active_count()
     assert workers_mod.preload(settings) == ["gateway_server.app", "gateway_server.providers.bedrock",
                                              "gateway_server.providers.mock"]
     assert threading.active_count() == threads  # imports only: the fork copies no thread state
+
+
+def test_limits_the_memory_backend_would_count_per_worker() -> None:
+    from gateway_server.settings import settings_from_mapping
+
+    limited = [{"name": "team-a", "sha256": "a" * 64, "limits": {"requests_per_minute": 5}},
+               {"name": "team-b", "sha256": "b" * 64, "budget": {"daily_usd": 1.0}},
+               {"name": "open", "sha256": "c" * 64}]
+    settings = settings_from_mapping(mock_config(keys=limited), env_file=None)
+    assert workers_mod.unshared_limits(settings) == ["keys[team-a].limits", "keys[team-b].budget"]
+    shared = settings_from_mapping(mock_config(keys=limited, rate_limit={"backend": "redis"}), env_file=None)
+    assert workers_mod.unshared_limits(shared) == []
+    assert workers_mod.unshared_limits(settings_from_mapping(mock_config(), env_file=None)) == []
 
 
 def test_the_supervisor_shares_metrics_only_when_they_are_on(monkeypatch: pytest.MonkeyPatch) -> None:
