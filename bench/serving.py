@@ -1,10 +1,11 @@
 """``python -m bench.serving``: production-serving numbers (issue 14), apart from the main bench.
 
 1. **Scaling**: calls/s of the gateway (mock provider, log level WARNING, metrics off) with
-   ``--workers 1``, ``--workers 1`` pinned to CPU 0 (``taskset``, every thread) and ``--workers 2``,
+   ``--workers 1``, ``--workers 1`` pinned to CPU 0 (``taskset``, every thread), ``--workers 2`` and
+   ``--workers 2`` with ``server.pin_workers`` (a CPU each),
    driven by h2load (nghttp2's HTTP/2 load generator, C: about a tenth of the gateway's CPU per
    call) for a fixed time (``-D``), 64 connections so that the kernel's SO_REUSEPORT hash spreads
-   them evenly enough. Rounds run the three in turn and medians are compared (goal: 2 workers >=
+   them evenly enough. Rounds run the four in turn and medians are compared (goal: 2 workers >=
    1.7x one). Per run: the gateway's cores (all its processes and threads), its calls per
    core-second, h2load's cores, every process's cores on the machine (/proc/stat: other users
    too), and how many connections each worker got (``ss``).
