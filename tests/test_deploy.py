@@ -210,12 +210,16 @@ def test_compose_stack_fits_together() -> None:
     collector = yaml.safe_load((ROOT / "deploy/otel/collector.yaml").read_text())
     assert gw["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(
         collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].split(":")[-1])
-    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/model-gateway.json").read_text())
-    assert dashboard["panels"] and all(p["targets"] and all(t["expr"] for t in p["targets"])
-                                       for p in dashboard["panels"])
+    # Grafana provisions the dashboard that tests/test_metrics.py checks against a real scrape
+    # (deploy/grafana/*.json), not a copy of its own.
     provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/model-gateway.yaml").read_text())
     mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
-    assert mounts["./deploy/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    target = mounts["./deploy/grafana/model-gateway.json"]
+    assert str(Path(target).parent) == provider["providers"][0]["options"]["path"]
+    assert services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == target
+    dashboard = json.loads((ROOT / "deploy/grafana/model-gateway.json").read_text())
+    assert dashboard["panels"] and all(p["targets"] and all(t["expr"] for t in p["targets"])
+                                       for p in dashboard["panels"])
 
 
 def test_the_example_configs_are_valid() -> None:
