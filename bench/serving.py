@@ -370,7 +370,8 @@ def report(results: dict[str, Any]) -> str:
                   "| all processes' cores | connections per worker |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in s["runs"].items():
-            split = " ".join("/".join(str(c) for c in conns) for conns in r["connections_per_worker"])
+            split = " ".join("/".join(str(c) for c in conns) if any(conns) else "?"  # ?: ss saw none
+                             for conns in r["connections_per_worker"])
             lines.append(f"| {name} | {r['calls_per_s']:.0f} | {', '.join(f'{v:.0f}' for v in r['rounds'])} "
                          f"| {r['gateway_cores']:.2f} | {r['calls_per_core_s']:.0f} | {r['h2load_cores']:.2f} "
                          f"| {r['machine_busy_cores']:.2f} | {split} |")
