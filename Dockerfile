@@ -36,7 +36,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_CONFIG=/etc/model-gateway/gateway.yaml \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=50051 \
-    GATEWAY_LOG_FORMAT=json
+    GATEWAY_LOG_FORMAT=json \
+    GRPC_VERBOSITY=ERROR
+# GRPC_VERBOSITY=ERROR: gRPC's C core would print every refused TLS handshake (a port scan, a
+# plaintext client) at INFO on stderr in its own format, between the JSON log lines.
 # An empty working directory: no .env is read from it.
 WORKDIR /srv
 USER 10001:10001

@@ -1,9 +1,14 @@
 """``python -m bench.serving``: production-serving numbers (issue 14), apart from the main bench.
 
-1. **Scaling**: calls/s of the gateway (mock provider, log level WARNING) with ``--workers 1`` and
-   ``--workers 2``, driven by h2load (nghttp2's HTTP/2 load generator, C: it costs the 2 cores far
-   less per call than a Python client would, so the gateway is what saturates). Rounds alternate
-   1, 2, 1, 2, ... and the medians are compared (goal: 2 workers >= 1.7x one).
+1. **Scaling**: calls/s of the gateway (mock provider, log level WARNING, metrics off) with
+   ``--workers 1``, ``--workers 1`` pinned to CPU 0 (``taskset``, every thread), ``--workers 2`` and
+   ``--workers 2`` with ``server.pin_workers`` (a CPU each),
+   driven by h2load (nghttp2's HTTP/2 load generator, C: about a tenth of the gateway's CPU per
+   call) for a fixed time (``-D``), 64 connections so that the kernel's SO_REUSEPORT hash spreads
+   them evenly enough. Rounds run the four in turn and medians are compared (goal: 2 workers >=
+   1.7x one). Per run: the gateway's cores (all its processes and threads), its calls per
+   core-second, h2load's cores, every process's cores on the machine (/proc/stat: other users
+   too), and how many connections each worker got (``ss``).
 2. **Load shedding**: one worker with ``max_concurrent_calls`` C and a mock latency; Python callers
    (grpc.aio, in this process) that honour the pushback of a shed call. Phases:
    C/4 callers (unloaded: light load), C callers (at capacity), 4C callers with shedding, 4C callers
@@ -23,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -67,19 +73,23 @@ class Gateway:
     """``python -m gateway_server`` with a generated config, on a free port; stopped with SIGTERM."""
 
     def __init__(self, tmp: Path, name: str, *, workers: int, latency_ms: float = 0.0,
-                 max_concurrent_calls: int = 0) -> None:
+                 max_concurrent_calls: int = 0, cpus: str | None = None, pin_workers: bool = False) -> None:
+        self.name = name
         self.port = free_port()
         config = {
             "host": "127.0.0.1", "port": self.port, "log_level": "WARNING", "workers": workers, "metrics_port": 0,
             "default_provider": "mock", "providers": {"mock": {"type": "mock", "latency_ms": latency_ms}},
             "fallback": {"enabled": False}, "health_check": {"interval": 3600},
-            "server": {"max_concurrent_calls": max_concurrent_calls, "shed_retry_after": 0.25, "grace_period": 2},
+            "server": {"max_concurrent_calls": max_concurrent_calls, "shed_retry_after": 0.25, "grace_period": 2,
+                       "pin_workers": pin_workers},
         }
         path = tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         self.log = tmp / f"{name}.log"
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "gateway_server", "--config", str(path)],
+            # cpus: every thread of the gateway on these CPUs (taskset before exec: gRPC's threads inherit it).
+            pin = ["taskset", "-c", cpus] if cpus is not None else []
+            self.proc = subprocess.Popen([*pin, sys.executable, "-m", "gateway_server", "--config", str(path)],
                                          cwd=tmp, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
 
     async def ready(self, timeout: float = 30.0) -> None:
@@ -104,15 +114,14 @@ class Gateway:
             pids += [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
         return pids
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the gateway process and its workers."""
-        total = 0.0
-        for pid in self.pids():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{pid}/stat").read_bytes()
-                fields = stat[stat.rindex(b")") + 2:].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+    @staticmethod
+    def process_cpu(pid: int) -> float:
+        """CPU time (user + system, all threads) used so far by one process."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+            fields = stat[stat.rindex(b")") + 2:].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0
 
     def rss_kb(self) -> int:
         """Resident memory of the gateway and its workers (kB)."""
@@ -135,47 +144,145 @@ class Gateway:
 
 # ------------------------------------------------------------------ scaling (h2load)
 
+# The runs compared, in the order each round runs them: (name, workers, CPUs the whole gateway is pinned
+# to with taskset, server.pin_workers: each worker on a CPU of its own).
+RUNS: tuple[tuple[str, int, str | None, bool], ...] = (
+    ("1 worker", 1, None, False),
+    ("1 worker pinned to CPU 0", 1, "0", False),
+    ("2 workers", 2, None, False),
+    ("2 workers, pin_workers", 2, None, True),
+)
+PINNED_RUNS = {"1 worker pinned to CPU 0", "2 workers, pin_workers"}
 
-def h2load(port: int, body: Path, calls: int, connections: int, streams: int) -> dict[str, Any]:
-    out = subprocess.run(
-        ["h2load", "-n", str(calls), "-c", str(connections), "-m", str(streams), "-t", "1", "-d", str(body),
-         "-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{METHOD}"],
-        capture_output=True, text=True, timeout=300, check=False).stdout
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far (/proc/stat), every process on the machine counted."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def connections_per_process(port: int) -> dict[int, int]:
+    """Established connections on ``port`` by the pid that owns them (``ss -tnp``); {} without ss."""
+    if shutil.which("ss") is None:
+        return {}
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=False).stdout
+    counts: dict[int, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        counts[int(pid)] = counts.get(int(pid), 0) + 1
+    return counts
+
+
+def h2load_command(port: int, body: Path, args: argparse.Namespace, *, seconds: float | None = None,
+                   calls: int | None = None) -> list[str]:
+    # -D (a fixed duration), not -n: with -n, h2load gives every connection the same number of calls,
+    # so a worker that the kernel handed fewer connections runs out of work and idles while the other
+    # finishes (seen: 11 of 16 connections on one worker, the other at 0.45 of a core).
+    amount = ["-D", f"{seconds:g}", "--warm-up-time", "1"] if seconds is not None else ["-n", str(calls)]
+    return ["h2load", *amount, "-c", str(args.connections), "-m", str(args.streams), "-t", "1", "-d", str(body),
+            "-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{METHOD}"]
+
+
+def parse_h2load(out: str) -> dict[str, Any]:
     rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     ok = re.search(r"status codes: (\d+) 2xx", out)
-    return {"calls_per_s": float(rate.group(1)) if rate else 0.0, "http_2xx": int(ok.group(1)) if ok else 0}
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", out)
+    return {"calls_per_s": float(rate.group(1)) if rate else 0.0, "http_2xx": int(ok.group(1)) if ok else 0,
+            "done": int(done.group(1)) if done else 0}
+
+
+def measure(gateway: Gateway, body: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One h2load run of ``args.duration`` against ``gateway``: calls/s and where the CPU went."""
+    pids = gateway.pids()
+    cpu_before = {pid: gateway.process_cpu(pid) for pid in pids}
+    busy_before = machine_busy()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    proc = subprocess.Popen(h2load_command(gateway.port, body, args, seconds=args.duration),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    split: dict[int, int] = {}
+    for _ in range(20):  # until h2load has made its connections (a busy machine can take seconds)
+        time.sleep(min(0.5, args.duration / 8))
+        split = connections_per_process(gateway.port)
+        if sum(split.values()) >= args.connections or proc.poll() is not None:
+            break
+    out, _ = proc.communicate(timeout=args.duration + 60)
+    elapsed = time.monotonic() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # h2load only: the gateways are still running
+    busy_after = machine_busy()
+    result = parse_h2load(out)
+    if result["calls_per_s"] <= 0 or result["http_2xx"] != result["done"]:
+        raise RuntimeError(f"h2load against {gateway.name}: {out[-1500:]}")
+    workers = pids[1:] if len(pids) > 1 else pids
+    per_worker = [(gateway.process_cpu(pid) - cpu_before[pid]) / elapsed for pid in workers]
+    gateway_cores = sum(gateway.process_cpu(pid) - cpu_before[pid] for pid in pids) / elapsed
+    h2load_cores = (children.ru_utime - children_before.ru_utime
+                    + children.ru_stime - children_before.ru_stime) / elapsed
+    busy = busy_after[0] - busy_before[0], busy_after[1] - busy_before[1]
+    return {**result, "gateway_cores": gateway_cores, "worker_cores": per_worker,
+            "connections_per_worker": [split.get(pid, 0) for pid in workers],
+            "h2load_cores": h2load_cores, "machine_busy_cores": busy[0] / busy[1] * (os.cpu_count() or 1)
+            if busy[1] else 0.0, "load_1min": os.getloadavg()[0]}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(key: str) -> float:
+        return float(statistics.median(r[key] for r in runs))
+
+    per_core = [r["calls_per_s"] / r["gateway_cores"] for r in runs if r["gateway_cores"]]
+    return {"calls_per_s": med("calls_per_s"), "rounds": [r["calls_per_s"] for r in runs],
+            "gateway_cores": med("gateway_cores"), "calls_per_core_s": statistics.median(per_core) if per_core else 0,
+            "h2load_cores": med("h2load_cores"), "machine_busy_cores": med("machine_busy_cores"),
+            "connections_per_worker": [r["connections_per_worker"] for r in runs],
+            "worker_cores": [[round(c, 2) for c in r["worker_cores"]] for r in runs],
+            "h2load_us_per_call": statistics.median(r["h2load_cores"] / r["calls_per_s"] * 1e6 for r in runs)}
 
 
 async def scaling(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     if shutil.which("h2load") is None:
         return {"skipped": "h2load not found (Debian package nghttp2-client; make bench installs it as root)"}
+    if shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2:
+        runs = tuple(r for r in RUNS if r[0] not in PINNED_RUNS)
+    else:
+        runs = RUNS
     body = tmp / "generate.bin"
     payload = request().SerializeToString()
     body.write_bytes(b"\x00" + struct.pack(">I", len(payload)) + payload)
-    gateways = {w: Gateway(tmp, f"workers-{w}", workers=w) for w in (1, 2)}
+    gateways = {name: Gateway(tmp, f"scaling-{i}", workers=w, cpus=cpus, pin_workers=pin)
+                for i, (name, w, cpus, pin) in enumerate(runs)}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in gateways}
     try:
         await asyncio.gather(*(g.ready() for g in gateways.values()))
+        warm_up = max(2000, args.connections * args.streams * 4)
         for g in gateways.values():  # warm-up: every worker's first calls
-            h2load(g.port, body, max(1000, args.calls // 10), args.connections, args.streams)
-        rounds: dict[int, list[float]] = {1: [], 2: []}
-        cores: dict[int, list[float]] = {1: [], 2: []}
+            await asyncio.to_thread(subprocess.run, h2load_command(g.port, body, args, calls=warm_up),
+                                    capture_output=True, timeout=120, check=False)
         load_before = os.getloadavg()
         for _ in range(args.rounds):
-            for w, g in gateways.items():
-                cpu, started = g.cpu_seconds(), time.monotonic()
-                result = h2load(g.port, body, args.calls, args.connections, args.streams)
-                cores[w].append((g.cpu_seconds() - cpu) / (time.monotonic() - started))
-                if result["http_2xx"] != args.calls:
-                    raise RuntimeError(f"{w} worker(s): {result['http_2xx']} of {args.calls} calls answered")
-                rounds[w].append(result["calls_per_s"])
+            for name, g in gateways.items():
+                results[name].append(await asyncio.to_thread(measure, g, body, args))
     finally:
         for g in gateways.values():
             g.stop()
-    one, two = statistics.median(rounds[1]), statistics.median(rounds[2])
-    return {"rounds": rounds, "calls_per_s_1_worker": one, "calls_per_s_2_workers": two,
-            "ratio": two / one if one else 0.0, "cores_used": {w: statistics.median(c) for w, c in cores.items()},
-            "calls": args.calls, "connections": args.connections, "streams_per_connection": args.streams,
-            "load_before": load_before, "load_after": os.getloadavg()}
+    summary = {name: summarize(r) for name, r in results.items()}
+    one, two = summary["1 worker"], summary["2 workers"]
+    out: dict[str, Any] = {
+        "runs": summary, "raw": results, "seconds": args.duration, "connections": args.connections,
+        "streams_per_connection": args.streams, "load_before": load_before, "load_after": os.getloadavg(),
+        "ratio": two["calls_per_s"] / one["calls_per_s"],
+        "ratio_calls_per_core_s": two["calls_per_core_s"] / one["calls_per_core_s"],
+        # The most 2 workers can reach against 1 at the same CPU per call: every core but h2load's.
+        "ceiling": ((os.cpu_count() or 1) - two["h2load_cores"]) / one["gateway_cores"],
+    }
+    pinned, two_pinned = summary.get("1 worker pinned to CPU 0"), summary.get("2 workers, pin_workers")
+    if pinned and two_pinned:
+        out["ratio_vs_pinned"] = two["calls_per_s"] / pinned["calls_per_s"]
+        out["ceiling_vs_pinned"] = ((os.cpu_count() or 1) - two["h2load_cores"]) / pinned["gateway_cores"]
+        out["ratio_pin_workers"] = two_pinned["calls_per_s"] / one["calls_per_s"]
+        out["ratio_pin_workers_vs_pinned"] = two_pinned["calls_per_s"] / pinned["calls_per_s"]
+        out["ratio_calls_per_core_s_pinned"] = two_pinned["calls_per_core_s"] / pinned["calls_per_core_s"]
+    return out
 
 
 # ------------------------------------------------------------------ shedding (Python callers)
@@ -259,19 +366,37 @@ def report(results: dict[str, Any]) -> str:
     if "skipped" in s:
         lines.append(f"Scaling: skipped: {s['skipped']}")
     else:
-        lines += ["| workers | calls/s (median of rounds) | rounds | CPU cores the gateway got | calls per core-s |",
-                  "| --- | --- | --- | --- | --- |"]
-        for w, key in ((1, "calls_per_s_1_worker"), (2, "calls_per_s_2_workers")):
-            cores = s["cores_used"][w]
-            lines.append(f"| {w} | {s[key]:.0f} | {', '.join(f'{v:.0f}' for v in s['rounds'][w])} "
-                         f"| {cores:.2f} | {s[key] / cores if cores else 0:.0f} |")
-        best = max(s["rounds"][2]) / max(s["rounds"][1])
-        lines.append(f"\nBest round against best round: {best:.2f}x. On a busy machine 2 workers get fewer than 2 "
-                     "cores; calls per core-second shows whether the work itself scales.")
-        lines += ["", f"2 workers / 1 worker: **{s['ratio']:.2f}x** (goal >= 1.7x; h2load, {s['connections']} "
-                  f"connections x {s['streams_per_connection']} streams, mock provider, log level WARNING; "
-                  f"load average before/after {s['load_before'][0]:.1f}/{s['load_after'][0]:.1f} on "
-                  f"{os.cpu_count()} CPUs)"]
+        lines += ["| run | calls/s (median) | rounds | gateway cores | calls per gateway core-s | h2load cores "
+                  "| all processes' cores | connections per worker |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, r in s["runs"].items():
+            split = " ".join("/".join(str(c) for c in conns) if any(conns) else "?"  # ?: ss saw none
+                             for conns in r["connections_per_worker"])
+            lines.append(f"| {name} | {r['calls_per_s']:.0f} | {', '.join(f'{v:.0f}' for v in r['rounds'])} "
+                         f"| {r['gateway_cores']:.2f} | {r['calls_per_core_s']:.0f} | {r['h2load_cores']:.2f} "
+                         f"| {r['machine_busy_cores']:.2f} | {split} |")
+        lines += ["", f"2 workers / 1 worker: **{s['ratio']:.2f}x** calls/s (goal >= 1.7x); the most it can be "
+                  f"at the same CPU per call: {s['ceiling']:.2f}x (the cores h2load leaves / the cores one "
+                  "worker used)."]
+        one = s["runs"]["1 worker"]
+        others = one["machine_busy_cores"] - one["gateway_cores"] - one["h2load_cores"]
+        if others > 0.2:
+            lines.append(f"**Other processes used {others:.2f} cores during the 1-worker runs**: one worker got less "
+                         "than it would alone and two workers take a larger share from the neighbours, so the calls/s "
+                         "ratios read high; calls per gateway core-second does not depend on it.")
+        if "ratio_vs_pinned" in s:
+            lines.append(f"2 workers / 1 worker pinned to one CPU: **{s['ratio_vs_pinned']:.2f}x** "
+                         f"(ceiling {s['ceiling_vs_pinned']:.2f}x).")
+            lines.append(f"2 workers with pin_workers / 1 worker: **{s['ratio_pin_workers']:.2f}x**; / 1 worker "
+                         f"pinned to one CPU: **{s['ratio_pin_workers_vs_pinned']:.2f}x**.")
+        lines.append(f"Calls per gateway core-second, 2 workers / 1 worker: **{s['ratio_calls_per_core_s']:.2f}x**"
+                     + (f"; pinned (pin_workers / one CPU): **{s['ratio_calls_per_core_s_pinned']:.2f}x**"
+                        if "ratio_calls_per_core_s_pinned" in s else "")
+                     + " (1.00 = the work per call does not grow with a second worker).")
+        lines.append(f"h2load -D {s['seconds']:g} s, {s['connections']} connections x {s['streams_per_connection']} "
+                     f"streams, mock provider, log level WARNING, metrics off; rounds interleaved; load average "
+                     f"before/after {s['load_before'][0]:.1f}/{s['load_after'][0]:.1f} on {os.cpu_count()} CPUs "
+                     "(all processes' cores: the whole machine, other users included).")
     sh = results["shedding"]
     lines += ["", f"Load shedding: max_concurrent_calls {sh['capacity']}, mock latency {sh['mock_latency_ms']:g} ms, "
               "callers honour the pushback", "",
@@ -292,17 +417,17 @@ def report(results: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small counts (a smoke test)")
-    p.add_argument("--calls", type=int, default=30000, help="h2load calls per round and gateway")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--connections", type=int, default=16)
-    p.add_argument("--streams", type=int, default=8, help="concurrent streams per connection")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds of each h2load run (after 1 s of warm-up)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds; each runs every configuration once, interleaved")
+    p.add_argument("--connections", type=int, default=64, help="h2load connections (the kernel spreads them)")
+    p.add_argument("--streams", type=int, default=4, help="concurrent streams per connection")
     p.add_argument("--capacity", type=int, default=16, help="max_concurrent_calls of the shedding gateway")
     p.add_argument("--latency-ms", type=float, default=20.0, help="mock provider latency in the shedding part")
     p.add_argument("--seconds", type=float, default=6.0, help="length of each shedding phase")
     p.add_argument("--only", choices=["scaling", "shedding"], default=None)
     args = p.parse_args(argv)
     if args.quick:
-        args.calls, args.rounds, args.seconds = 3000, 1, 2.0
+        args.duration, args.rounds, args.seconds = 3.0, 1, 2.0
     return args
 
 

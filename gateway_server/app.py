@@ -127,6 +127,7 @@ class GatewayApp:
         self.limiter = Limiter.from_settings(s, keys, scope)
         if self.metrics is not None:
             self.limiter.register_metrics(self.metrics.registry)
+            self.shedder.register_metrics(self.metrics.registry)
         self.servicer = ModelGatewayServicer(s, self.providers, self.router, self.health, observer, self.limiter)
         # Requests up to twice the limit reach validation (INVALID_ARGUMENT naming the size); larger
         # ones are refused by the transport itself (RESOURCE_EXHAUSTED).

@@ -263,6 +263,10 @@ class ServerConfig(_Strict):
     # deaths within worker_restart_window seconds.
     worker_restart_limit: int = Field(5, ge=0)
     worker_restart_window: float = Field(60.0, gt=0)
+    # --workers > 1: pin worker i (all its threads) to the i-th CPU this process may use (README
+    # "Workers and load shedding"). For cores of one's own; off by default: on shared cores (or a
+    # CPU quota smaller than the CPU set) a pinned worker may wait while another CPU idles.
+    pin_workers: bool = False
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     deadline_margin_ms: float = Field(20.0, ge=0, description="Kept back from the caller's deadline.")
     min_attempt_ms: float = Field(50.0, ge=0, description="No attempt starts with less time than this left.")

@@ -5,6 +5,10 @@ a ``grpc-retry-pushback-ms`` hint (``server.shed_retry_after``), instead of queu
 loop, where every call would get slower. grpc.health.v1 and reflection are never shed (a probe must
 see an overloaded process as alive). The same interceptor records the caller's mTLS identity for the
 call (:data:`gateway_server.tls.CALLER_IDENTITY`).
+
+With metrics on (``register_metrics``): ``gateway_max_concurrent_calls`` (the cap of each process; 0:
+none) and ``gateway_calls_shed_total`` (counted only on the shed path: admitted calls cost nothing
+more). The calls in flight are ``gateway_server_calls_in_flight`` (gateway_server.metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway_server.errors import GatewayError
 from gateway_server.tls import CALLER_IDENTITY, caller_identity
@@ -50,10 +55,22 @@ class LoadShedder(grpc.aio.ServerInterceptor):
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._error = shed_error(capacity, retry_after)
         self._trailers = tuple(self._error.trailing_metadata())  # built once: shedding must be cheap
+        self._shed_metric: Counter | None = None
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Export the cap and the shed calls in ``registry`` (with several workers: every worker's sum)."""
+        cap = Gauge("gateway_max_concurrent_calls", "Calls one process serves at once before it sheds "
+                    "(server.max_concurrent_calls; 0: no cap)", registry=registry, multiprocess_mode="livemax")
+        cap.set(self.capacity)
+        self._shed_metric = Counter("gateway_calls_shed", "Calls refused with RESOURCE_EXHAUSTED "
+                                    "(GATEWAY_OVERLOADED) because max_concurrent_calls were in flight",
+                                    registry=registry)
 
     def _admit(self) -> bool:
         if self.capacity and self.in_flight >= self.capacity:
             self.shed_total += 1
+            if self._shed_metric is not None:
+                self._shed_metric.inc()
             now = time.monotonic()
             if now - self._last_log >= _LOG_EVERY:
                 self._last_log = now

@@ -1,8 +1,9 @@
 """``--workers N``: N gateway processes on one port, under a supervisor.
 
 gRPC Python's multiprocessing pattern: the supervisor reserves the port (a socket bound with
-SO_REUSEPORT, never listening, so a port 0 is chosen once and kept across restarts) and forks the
-workers before any gRPC object exists in it; each worker builds its own grpc.aio server on the
+SO_REUSEPORT, never listening, so a port 0 is chosen once and kept across restarts), imports the
+server and provider modules (``preload``: shared copy-on-write) and forks the workers before any
+gRPC object exists in it; each worker builds its own grpc.aio server on the
 same port with ``grpc.so_reuseport`` 1, and the kernel spreads new connections over them.
 
 The supervisor
@@ -13,10 +14,11 @@ The supervisor
 * forwards SIGTERM/SIGINT as SIGTERM, so that every worker drains (``server.grace_period``), and
   exits 0 when all have; a worker still alive ``KILL_MARGIN`` seconds after the grace period gets
   SIGKILL;
-* forwards SIGHUP (TLS certificate reload).
+* forwards SIGHUP (TLS certificate reload);
+* with ``server.pin_workers``, pins worker i to the i-th CPU it may use (before gRPC starts threads).
 
-Metrics across workers: before forking, the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
-directory (prometheus-client's multiprocess mode), serves ``/metrics`` itself when metrics are on
+Metrics across workers: when metrics are on (a metrics port), before forking, the supervisor points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (prometheus-client's multiprocess mode), serves ``/metrics`` itself
 (``gateway_server.metrics.start_metrics_server``, when that module exists) and marks a dead worker's
 files with ``prometheus_client.multiprocess.mark_process_dead``. Workers see ``GATEWAY_WORKER_ID`` in
 their environment and start no metrics server of their own.
@@ -112,10 +114,59 @@ def _mark_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
+def preload(settings: GatewaySettings) -> list[str]:
+    """Import, before the fork, the modules every worker would import on its own: the server and the
+    configured providers' SDKs (anthropic, aiobotocore: seconds of CPU each). The workers share them
+    copy-on-write, so two workers (and a restarted one) start without importing them again. Imports
+    only: no gRPC object, thread or event loop is made here. The modules that failed to import are
+    left to the workers (which report the error)."""
+    names = ["gateway_server.app"]
+    names += sorted({f"gateway_server.providers.{cfg.type}" for cfg in settings.providers.values()})
+    loaded = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception as exc:  # the worker will fail on it with a full report
+            log.warning("Supervisor: could not preload %s (%s); each worker imports it", name, exc)
+    return loaded
+
+
+def unshared_limits(settings: GatewaySettings) -> list[str]:
+    """What would be counted per worker with the memory backend: the limits, budgets and provider
+    limits configured (empty with the Redis backend, or with nothing to count)."""
+    if settings.rate_limit.backend != "memory":
+        return []
+    found = ["rate_limit.enabled"] if settings.rate_limit.enabled else []
+    found += [f"rate_limit.providers.{name}" for name in settings.rate_limit.providers]
+    for key in settings.keys:
+        if key.limits is not None:
+            found.append(f"keys[{key.name}].limits")
+        if key.budget.daily_usd is not None or key.budget.monthly_usd is not None:
+            found.append(f"keys[{key.name}].budget")
+    return found
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this worker (so it drains) if the supervisor dies without saying so (SIGKILL)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+def worker_cpu(slot: int, allowed: set[int]) -> int | None:
+    """The CPU worker ``slot`` is pinned to with ``server.pin_workers``: the slot-th allowed one, round robin."""
+    cpus = sorted(allowed)
+    return cpus[slot % len(cpus)] if cpus else None
+
+
+def _pin(slot: int) -> int | None:
+    """Pin this process to its CPU (threads started later inherit it); the CPU, or None where unsupported."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = worker_cpu(slot, os.sched_getaffinity(0))
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    return cpu
 
 
 def _worker_main(settings: GatewaySettings, slot: int, supervisor_pid: int) -> None:
@@ -131,8 +182,11 @@ def _worker_main(settings: GatewaySettings, slot: int, supervisor_pid: int) -> N
         if os.getppid() != supervisor_pid:  # the supervisor died between fork and prctl
             os._exit(1)
         os.environ[WORKER_ID_ENV] = str(slot)
+        cpu = _pin(slot) if settings.server.pin_workers else None  # before this process starts any thread
         # The log listener thread stayed in the supervisor (fork copies only this thread): start our own.
         configure_logging(settings.log_level, settings.log_format)
+        if settings.server.pin_workers:
+            log.info("Worker %d pinned to CPU %s", slot, cpu if cpu is not None else "- (no CPU affinity here)")
         from gateway_server.cli import serve  # after the fork
 
         asyncio.run(serve(settings, reuse_port=True, worker_id=slot))
@@ -255,12 +309,20 @@ def _describe(code: int) -> str:
 def supervise(settings: GatewaySettings) -> int:
     """Run ``settings.worker_count`` workers until SIGTERM; the process's exit status."""
     count = settings.worker_count
-    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
-    os.environ[METRICS_DIR_ENV] = metrics_dir
+    metrics_port = _metrics_port(settings)
+    # Only with metrics on: a worker that sees PROMETHEUS_MULTIPROC_DIR records every call into the
+    # shared files (GatewayApp turns its metrics on), work nobody would scrape with metrics off.
+    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-") if metrics_port else None
+    if metrics_dir is not None:
+        os.environ[METRICS_DIR_ENV] = metrics_dir
     try:
         with reserve_port(settings.host, settings.port) as port:
-            metrics_port = _metrics_port(settings)
-            if metrics_port:
+            preload(settings)
+            if unshared := unshared_limits(settings):
+                log.warning("rate_limit.backend is memory: each of the %d workers counts %s alone (up to %d times "
+                            "the limit); set rate_limit.backend: redis to share them", count,
+                            ", ".join(unshared[:4]) + (", ..." if len(unshared) > 4 else ""), count)
+            if metrics_dir is not None:
                 _start_metrics(metrics_port, metrics_dir)
             settings = settings.model_copy(update={"port": port})
             return Supervisor(settings, count).run()
@@ -268,4 +330,6 @@ def supervise(settings: GatewaySettings) -> int:
         log.error("Cannot start: %s", exc)
         return 1
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if metrics_dir is not None:
+            os.environ.pop(METRICS_DIR_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -141,6 +141,11 @@ def test_services_pdb_hpa_redis_and_servicemonitor(rendered: list[dict[str, Any]
     assert hpa["scaleTargetRef"]["name"] == "model-gateway" and hpa["minReplicas"] >= 2
     redis = find(rendered, "Deployment", "model-gateway-redis")["spec"]["template"]["spec"]
     assert redis["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # The gateway counts its limits in that Redis (else every worker of every replica allows the whole limit).
+    limits = configmap_settings(rendered).rate_limit
+    redis_service = find(rendered, "Service", "model-gateway-redis")
+    assert limits.backend == "redis"
+    assert limits.redis.url == f"redis://{redis_service['metadata']['name']}:{redis_service['spec']['ports'][0]['port']}/0"
     monitor = find(rendered, "ServiceMonitor", "model-gateway")["spec"]
     assert monitor["selector"]["matchLabels"].items() <= cluster_ip["metadata"]["labels"].items()
     ports = {p["name"] for p in cluster_ip["spec"]["ports"]}
@@ -161,6 +166,7 @@ def test_dockerfile_passes_hadolint_and_is_built_right() -> None:
     runtime = text[text.rindex("\nFROM "):]
     assert "grpc_tools.protoc" in text[:text.rindex("\nFROM ")]  # stubs generated at build time
     assert re.search(r"^USER 10001", runtime, re.M) and "STOPSIGNAL SIGTERM" in runtime
+    assert "GRPC_VERBOSITY=ERROR" in runtime  # no C-core INFO lines between the JSON log lines
     assert not re.search(r"(?i)(api_key|secret|password|token)\s*=", text)
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") if "*" in ignore else 0] == "*"  # deny by default
@@ -197,18 +203,23 @@ def test_compose_stack_fits_together() -> None:
     settings = settings_from_mapping(config, source="deploy/compose/gateway.yaml", env_file=None)
     stop_grace = int(gw["stop_grace_period"].rstrip("s"))
     assert stop_grace > settings.server.grace_period
+    assert settings.rate_limit.backend == "redis" and settings.rate_limit.redis.url.startswith("redis://redis:")
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = [t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     assert f"gateway:{gw['environment']['GATEWAY_METRICS_PORT']}" in targets
     collector = yaml.safe_load((ROOT / "deploy/otel/collector.yaml").read_text())
     assert gw["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(
         collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].split(":")[-1])
-    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/model-gateway.json").read_text())
-    assert dashboard["panels"] and all(p["targets"] and all(t["expr"] for t in p["targets"])
-                                       for p in dashboard["panels"])
+    # Grafana provisions the dashboard that tests/test_metrics.py checks against a real scrape
+    # (deploy/grafana/*.json), not a copy of its own.
     provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/model-gateway.yaml").read_text())
     mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
-    assert mounts["./deploy/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    target = mounts["./deploy/grafana/model-gateway.json"]
+    assert str(Path(target).parent) == provider["providers"][0]["options"]["path"]
+    assert services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == target
+    dashboard = json.loads((ROOT / "deploy/grafana/model-gateway.json").read_text())
+    assert dashboard["panels"] and all(p["targets"] and all(t["expr"] for t in p["targets"])
+                                       for p in dashboard["panels"])
 
 
 def test_the_example_configs_are_valid() -> None:

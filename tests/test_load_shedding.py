@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway_server.app import GatewayApp
@@ -70,6 +71,28 @@ async def test_past_the_cap_calls_are_shed_at_once_with_pushback(gateway_factory
         assert app.shedder.in_flight == 0
         assert (await stub.Generate(ask(), timeout=30)).content == "100"
         assert app.shedder.peak_in_flight == 3
+
+
+async def test_the_cap_and_the_shed_calls_are_metrics(gateway_factory: GatewayFactory,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from .test_metrics import free_port, scrape, value
+
+    port = free_port()
+    monkeypatch.setenv("GATEWAY_METRICS_PORT", str(port))
+    app = await slow_gateway(gateway_factory, capacity=1, latency_ms=3000)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = pb_grpc.ModelGatewayStub(channel)
+        held = stub.Generate(ask(), timeout=30)
+        await until(lambda: app.shedder.in_flight == 1)
+        for _ in range(2):
+            try:
+                await stub.Generate(ask(), timeout=30)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        samples = await scrape(port)
+        assert value(samples, "gateway_max_concurrent_calls") == 1
+        assert value(samples, "gateway_calls_shed_total") == 2 == app.shedder.shed_total
+        held.cancel()
 
 
 async def test_the_client_retries_a_shed_call_after_the_pushback(gateway_factory: GatewayFactory) -> None:

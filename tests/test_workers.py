@@ -18,8 +18,9 @@ import grpc
 import pytest
 import yaml
 
+from gateway_server import workers as workers_mod
 from gateway_server.cli import main as gateway_main
-from gateway_server.workers import crash_looping, restart_delay
+from gateway_server.workers import crash_looping, restart_delay, worker_cpu
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
 from orchestrator_client import GatewayClient
 
@@ -117,11 +118,70 @@ def test_restart_policy() -> None:
     assert crash_looping(deaths, 102.0, limit=3, window=60.0)
 
 
+def test_pinned_workers_take_the_allowed_cpus_in_turn() -> None:
+    assert [worker_cpu(slot, {5, 2}) for slot in range(3)] == [2, 5, 2]
+    assert worker_cpu(1, {0, 1, 2, 3}) == 1
+    assert worker_cpu(0, set()) is None
+
+
+def test_the_supervisor_preloads_the_provider_modules_and_starts_nothing() -> None:
+    import threading
+
+    from gateway_server.settings import settings_from_mapping
+
+    providers = {"mock": {"type": "mock"}, "b": {"type": "bedrock", "model_id": "m"}}
+    settings = settings_from_mapping(mock_config(providers=providers), env_file=None)
+    threads = threading.active_count()
+    assert workers_mod.preload(settings) == ["gateway_server.app", "gateway_server.providers.bedrock",
+                                             "gateway_server.providers.mock"]
+    assert threading.active_count() == threads  # imports only: the fork copies no thread state
+
+
+def test_limits_the_memory_backend_would_count_per_worker() -> None:
+    from gateway_server.settings import settings_from_mapping
+
+    limited = [{"name": "team-a", "sha256": "a" * 64, "limits": {"requests_per_minute": 5}},
+               {"name": "team-b", "sha256": "b" * 64, "budget": {"daily_usd": 1.0}},
+               {"name": "open", "sha256": "c" * 64}]
+    settings = settings_from_mapping(mock_config(keys=limited), env_file=None)
+    assert workers_mod.unshared_limits(settings) == ["keys[team-a].limits", "keys[team-b].budget"]
+    shared = settings_from_mapping(mock_config(keys=limited, rate_limit={"backend": "redis"}), env_file=None)
+    assert workers_mod.unshared_limits(shared) == []
+    assert workers_mod.unshared_limits(settings_from_mapping(mock_config(), env_file=None)) == []
+
+
+def test_the_supervisor_shares_metrics_only_when_they_are_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With metrics off the workers get no PROMETHEUS_MULTIPROC_DIR: it would turn their metrics on
+    (every call written to the shared files) with nobody to scrape them."""
+    from gateway_server.settings import settings_from_mapping
+
+    seen: list[str | None] = []
+    served: list[tuple[int, str]] = []
+    monkeypatch.setattr(workers_mod.Supervisor, "run",
+                        lambda self: seen.append(os.environ.get(workers_mod.METRICS_DIR_ENV)) or 0)
+    monkeypatch.setattr(workers_mod, "_start_metrics", lambda port, directory: served.append((port, directory)))
+    monkeypatch.delenv(workers_mod.METRICS_DIR_ENV, raising=False)
+    for metrics_port in (0, 9999):
+        monkeypatch.setenv("GATEWAY_METRICS_PORT", str(metrics_port))
+        settings = settings_from_mapping(mock_config(workers=2), env_file=None)
+        assert workers_mod.supervise(settings) == 0
+    assert seen[0] is None
+    assert seen[1] is not None and served == [(9999, seen[1])]
+    assert not Path(seen[1]).exists()  # removed after the run
+    assert workers_mod.METRICS_DIR_ENV not in os.environ
+
+
 async def test_two_workers_answer_and_a_dead_worker_is_replaced(tmp_path: Path) -> None:
-    async with gateway_process(write_config(tmp_path), env=WORKERS_ENV) as gw:
+    cpus = sorted(os.sched_getaffinity(0))
+    async with gateway_process(write_config(tmp_path, server={"pin_workers": True}), env=WORKERS_ENV) as gw:
         workers = await started_workers(gw)
         assert sorted(workers) == [0, 1] and len(set(workers.values())) == 2
         assert os.getpid() not in workers.values()
+        # server.pin_workers: each worker (every thread) on the CPU of its slot.
+        for wid, pid in workers.items():
+            assert any(f"Worker {wid} pinned to CPU {cpus[wid % len(cpus)]}" in line for line in gw.lines), gw.lines
+            for tid in os.listdir(f"/proc/{pid}/task"):  # every thread
+                assert os.sched_getaffinity(int(tid)) == {cpus[wid % len(cpus)]}
         clients = await connect_to(gw.port, workers)
         for c in clients.values():
             assert (await c.generate("What is 25 + 75?", timeout=10)).content == "100"
