@@ -32,6 +32,7 @@ import grpc
 
 from gateway_server.errors import GatewayError
 from gateway_server.settings import BudgetSettings, GatewaySettings, LimitSettings
+from gateway_server.tls import caller_identity
 
 log = logging.getLogger("gateway_server.auth")
 
@@ -85,34 +86,40 @@ def expand_models(models: Iterable[str], aliases: Mapping[str, Mapping[str, str]
 class KeyRing:
     """The configured keys: SHA-256 digest -> Caller."""
 
-    def __init__(self, entries: Iterable[tuple[bytes, Caller]]) -> None:
+    def __init__(self, entries: Iterable[tuple[bytes, Caller]], subjects: Mapping[str, Caller] | None = None) -> None:
         self._entries = tuple(entries)
-        # The named keys (GetUsage reports these).
-        self.callers = tuple(caller for _, caller in self._entries if not caller.anonymous)
+        # mTLS: a verified client certificate's subject -> the key it is (``keys[].client_subject``).
+        self.subjects = dict(subjects or {})
+        # The named keys (GetUsage reports these), once each.
+        self.callers = tuple({c.name: c for c in (*(c for _, c in self._entries), *self.subjects.values())
+                              if not c.anonymous}.values())
 
     @property
     def enabled(self) -> bool:
-        return bool(self._entries)
+        return bool(self._entries) or bool(self.subjects)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> KeyRing:
         entries: list[tuple[bytes, Caller]] = []
+        subjects: dict[str, Caller] = {}
         for cfg in settings.keys:
-            if cfg.sha256 is not None:
-                key_digest = bytes.fromhex(cfg.sha256)
-            else:
-                key_digest = digest(os.environ.get(cfg.secret_env or "", ""))
-            entries.append((key_digest, Caller(
+            caller = Caller(
                 name=cfg.name, team=cfg.team, admin=cfg.admin,
                 providers=frozenset(cfg.providers) if cfg.providers else None,
                 models=expand_models(cfg.models, settings.model_aliases) if cfg.models else None,
-                limits=cfg.limits, budget=cfg.budget)))
+                limits=cfg.limits, budget=cfg.budget)
+            if cfg.sha256 is not None:
+                entries.append((bytes.fromhex(cfg.sha256), caller))
+            elif cfg.secret_env is not None:
+                entries.append((digest(os.environ.get(cfg.secret_env, "")), caller))
+            if cfg.client_subject is not None:
+                subjects[cfg.client_subject] = caller
         for name, secret in settings.named_api_keys.items():
             entries.append((digest(secret.get_secret_value()), Caller(name=name)))
         # GATEWAY_API_KEYS: unnamed keys, each one the anonymous caller (no scope, no limits of its own).
         for secret in settings.api_keys:
             entries.append((digest(secret.get_secret_value()), ANONYMOUS))
-        return cls(entries)
+        return cls(entries, subjects)
 
     def lookup(self, token: str) -> Caller | None:
         """The key whose digest matches, comparing with every key in constant time."""
@@ -193,6 +200,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._scope = scope
         # (method, caller) -> the handler wrapped for that caller: built once, not per call.
         self._wrapped: dict[tuple[str, str], Handler] = {}
+        # method -> the handler that finds the caller by its client certificate (mTLS keys only).
+        self._by_certificate: dict[str, Handler] = {}
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
@@ -205,6 +214,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if not self._keys.enabled:
             return handler  # an open gateway: every call is the anonymous caller, the default
         token, request_id = _metadata(handler_call_details.invocation_metadata)
+        if not token and self._keys.subjects:
+            # No secret sent: the caller may be a key by its mTLS certificate, known only inside the call.
+            by_certificate = self._by_certificate.get(method)
+            if by_certificate is None:
+                by_certificate = self._by_certificate[method] = self._certified(handler, method)
+            return by_certificate
         caller = self._keys.lookup(token) if token else None
         if caller is None:
             log.warning("Rejected call: method=%s request_id=%s code=UNAUTHENTICATED (%s API key)", method,
@@ -213,14 +228,56 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY",
                 "missing or unknown API key: send 'authorization: Bearer <key>'"), request_id)
         if method in ADMIN_METHODS and not caller.admin:
-            return _refuse(handler, GatewayError(
-                grpc.StatusCode.PERMISSION_DENIED, "ADMIN_ONLY",
-                f"{method.rsplit('/', 1)[-1]} needs an API key marked admin; '{caller.name}' is not",
-                metadata={"key": caller.name}), request_id)
+            return _refuse(handler, _admin_only(method, caller), request_id)
+        return self._for_caller(handler, method, caller)
+
+    def _for_caller(self, handler: Handler, method: str, caller: Caller) -> Handler:
         wrapped = self._wrapped.get((method, caller.name))
         if wrapped is None:
             wrapped = self._wrapped[(method, caller.name)] = _with_caller(handler, caller, self._scope)
         return wrapped
+
+    def _certified(self, handler: Handler, method: str) -> Handler:
+        """The handler for calls without a secret: the key whose ``client_subject`` is the subject of the
+        call's verified client certificate, else UNAUTHENTICATED."""
+        subjects = self._keys.subjects
+
+        async def resolve(context: grpc.aio.ServicerContext[Any, Any]) -> Handler:
+            subject = caller_identity(context)
+            caller = subjects.get(subject) if subject is not None else None
+            err: GatewayError | None = None
+            if caller is None:
+                _, request_id = _metadata(context.invocation_metadata())
+                log.warning("Rejected call: method=%s request_id=%s code=UNAUTHENTICATED (no API key, %s)", method,
+                            request_id, "no client certificate" if subject is None else
+                            f"certificate subject {subject!r} is no key's client_subject")
+                err = GatewayError(grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY",
+                                   "missing or unknown API key: send 'authorization: Bearer <key>'")
+            elif method in ADMIN_METHODS and not caller.admin:
+                err = _admin_only(method, caller)
+            if err is not None:
+                _, request_id = _metadata(context.invocation_metadata())
+                await context.abort(err.code, err.message, trailing_metadata=_abort_trailers(err, request_id))
+            assert caller is not None
+            return self._for_caller(handler, method, caller)
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            inner = (await resolve(context)).unary_unary
+            return await inner(request, context)  # type: ignore[misc, arg-type]
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            inner: Callable[..., AsyncGenerator[Any, None]] = (await resolve(context)).unary_stream  # type: ignore[assignment]
+            async with contextlib.aclosing(inner(request, context)) as items:
+                async for item in items:
+                    yield item
+
+        return _rebuild(handler, unary, stream)
+
+
+def _admin_only(method: str, caller: Caller) -> GatewayError:
+    return GatewayError(grpc.StatusCode.PERMISSION_DENIED, "ADMIN_ONLY",
+                        f"{method.rsplit('/', 1)[-1]} needs an API key marked admin; '{caller.name}' is not",
+                        metadata={"key": caller.name})
 
 
 def _rebuild(handler: Handler, unary: Behavior, stream: Behavior

@@ -176,6 +176,10 @@ class ApiKeyConfig(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the secret, hex.")
     secret_env: str | None = Field(None, min_length=1, description="An environment variable holding the secret.")
+    client_subject: str | None = Field(
+        None, min_length=1,
+        description="mTLS: the subject of a client certificate (RFC 2253, as the gateway logs it, e.g. "
+                    "'CN=orchestrator-1,O=Example') that is this key when the call sends no bearer secret.")
     team: str = ""
     # Empty: every provider / model. Models may be aliases (an alias allows its ids and the reverse).
     providers: list[str] = Field(default_factory=list)
@@ -186,8 +190,10 @@ class ApiKeyConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_secret(self) -> ApiKeyConfig:
-        if (self.sha256 is None) == (self.secret_env is None):
-            raise ValueError("set exactly one of sha256 and secret_env")
+        if self.sha256 is not None and self.secret_env is not None:
+            raise ValueError("set one of sha256 and secret_env, not both")
+        if self.sha256 is None and self.secret_env is None and self.client_subject is None:
+            raise ValueError("set sha256 or secret_env (a secret), or client_subject (an mTLS certificate)")
         return self
 
 
@@ -387,6 +393,8 @@ class GatewaySettings(BaseSettings):
             for name in key.providers:
                 if name not in self.providers:
                     raise ValueError(f"keys[{i}].providers: '{name}' is not a configured provider ({names})")
+            if key.client_subject is not None and (self.server.tls is None or self.server.tls.client_ca_file is None):
+                raise ValueError(f"keys[{i}].client_subject: needs mTLS (server.tls.client_ca_file)")
             if key.secret_env is not None and not os.environ.get(key.secret_env):
                 raise ValueError(f"keys[{i}].secret_env: the environment variable {key.secret_env} is not set")
         for name in self.rate_limit.providers:

@@ -6,6 +6,7 @@ is in flight."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from gateway_server.app import GatewayApp
 from gateway_server.cli import main as gateway_main
 from modelgateway.v1 import model_gateway_pb2 as pb
 from modelgateway.v1 import model_gateway_pb2_grpc as pb_grpc
-from orchestrator_client import GatewayClient, GatewayUnavailableError
+from orchestrator_client import GatewayClient, GatewayClientError, GatewayUnavailableError
 
 from .conftest import GatewayFactory, mock_config
 from .helpers import ask, gateway_process
@@ -250,3 +251,48 @@ async def test_client_settings_carry_the_client_certificate(mtls_app: GatewayApp
         assert await reasoner.reason("What is 25 + 75?") == "100"
     with pytest.raises(ValueError, match="client_certificate and client_key go together"):
         GatewayClient("grpcs://localhost:1", client_certificate=pki.client_cert.read_bytes())
+
+
+SUBJECT = "CN=orchestrator-1,O=Model Gateway tests"
+
+
+async def test_a_client_certificate_is_an_api_key(gateway_factory: GatewayFactory, pki: Pki,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """keys[].client_subject: a call with no bearer secret is the key its verified certificate names
+    (scope and admin rules included); another trusted certificate is no key; a secret still works."""
+    token = "mgk_tls-secret-0123456789"
+    config = tls_config(pki, mutual=True)
+    config["keys"] = [
+        {"name": "orchestrator", "client_subject": SUBJECT, "models": ["mock-1"]},
+        {"name": "ops", "sha256": hashlib.sha256(token.encode()).hexdigest(), "admin": True},
+    ]
+    app = await gateway_factory(config)
+    caplog.set_level(logging.INFO, logger="gateway_server.requests")
+    async with client(app.port, pki) as c:
+        assert (await c.generate("What is 25 + 75?", timeout=10)).content == "100"
+        with pytest.raises(GatewayClientError) as denied:  # the key's scope applies
+            await c.generate("What is 25 + 75?", model="claude-haiku", timeout=10)
+        assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(GatewayClientError) as admin:  # not an admin key
+            await c.usage(timeout=10)
+        assert admin.value.code == grpc.StatusCode.PERMISSION_DENIED
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Generated response")]
+    assert len(lines) == 1 and " caller=orchestrator" in lines[0], lines
+    stranger_cert, stranger_key = pki.client_ca.issue("stranger", server=False).write(pki.dir, "stranger")
+    stranger = GatewayClient(f"grpcs://localhost:{app.port}", root_certificates=pki.ca_file.read_bytes(),
+                             client_certificate=stranger_cert.read_bytes(), client_key=stranger_key.read_bytes(),
+                             max_retries=1)
+    async with stranger:
+        with pytest.raises(GatewayClientError) as unknown:
+            await stranger.status(timeout=10)
+        assert unknown.value.code == grpc.StatusCode.UNAUTHENTICATED
+    async with client(app.port, pki, api_key=token) as ops:  # a bearer secret is looked up as before
+        assert (await ops.status(timeout=10)).status == "running"
+
+
+def test_a_client_subject_needs_mtls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({**mock_config(), "keys": [{"name": "orchestrator", "client_subject": SUBJECT}]}))
+    assert gateway_main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keys[0].client_subject: needs mTLS" in err[0], err

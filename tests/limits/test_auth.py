@@ -186,8 +186,8 @@ def test_keys_config_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         settings_from_mapping(mock_config(keys=keys), env_file=None)
 
     for keys, words in (
-        ([{"name": "a"}], "keys.0: Value error, set exactly one of sha256 and secret_env"),
-        ([{"name": "a", "sha256": sha("x"), "secret_env": "X"}], "set exactly one"),
+        ([{"name": "a"}], "keys.0: Value error, set sha256 or secret_env (a secret), or client_subject"),
+        ([{"name": "a", "sha256": sha("x"), "secret_env": "X"}], "set one of sha256 and secret_env, not both"),
         ([{"name": "a", "sha256": "abc"}], "keys.0.sha256"),
         ([{"name": "a", "sha256": sha("x"), "secret": "x"}], "keys.0.secret: unknown key"),
         ([{"name": "a", "sha256": sha("x")}, {"name": "a", "sha256": sha("y")}], "keys[1].name: 'a' is given twice"),
