@@ -44,6 +44,7 @@ from tests.emulators import BedrockEmulator, Fault
 from tests.helpers import ask
 
 AWS_KEY_ID = "AKIDTESTTRANSPORT"
+AWS_SECRET = "aws-secret-transport"
 MODEL = "global.anthropic.claude-sonnet-5-5"
 STREAMS = 64
 # Long enough that 64 streams are still open while the other calls run; then the delay is dropped.
@@ -55,12 +56,12 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(autouse=True)
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-transport")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
 
 
 @pytest.fixture
 def emu() -> Iterator[BedrockEmulator]:
-    with BedrockEmulator(access_key_id=AWS_KEY_ID) as emulator:
+    with BedrockEmulator(access_key_id=AWS_KEY_ID, secret_access_key=AWS_SECRET) as emulator:
         yield emulator
 
 
@@ -341,3 +342,24 @@ def test_executor_workers_is_still_accepted_and_defaults_to_unset() -> None:
 
     assert bedrock_cfg().executor_workers is None
     assert bedrock_cfg(executor_workers=16).executor_workers == 16
+
+
+# ------------------------------------------------------------------ SigV4, checked
+
+
+async def test_requests_are_signed_with_the_secret_and_a_wrong_one_is_refused(
+    provider: BedrockProvider, emu: BedrockEmulator
+) -> None:
+    """The emulator recomputes every request's SigV4 signature: a call, a stream and a probe pass with an
+    ARN-like model id (percent-encoded ':' and '/' in the signed path); a signer with the wrong secret is
+    refused as AWS refuses it, classified AUTH."""
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.anthropic.claude-sonnet-5-5:0"
+    assert (await provider.generate(request(), arn, 10)).content
+    assert await read_all(provider)
+    await provider.probe(10)
+    assert all(r.headers["authorization"].startswith("AWS4-HMAC-SHA256 ") for r in emu.requests)
+    emu.secret_access_key = "not-the-secret"
+    with pytest.raises(ProviderError) as refused:
+        await provider.generate(request(), MODEL, 10)
+    assert refused.value.kind == ErrorKind.AUTH and refused.value.status == 403
+    assert refused.value.error_type == "InvalidSignatureException"

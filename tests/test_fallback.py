@@ -39,7 +39,7 @@ def anthropic_emu() -> Iterator[AnthropicEmulator]:
 
 @pytest.fixture
 def bedrock_emu() -> Iterator[BedrockEmulator]:
-    with BedrockEmulator(access_key_id=AWS_KEY_ID) as emu:
+    with BedrockEmulator(access_key_id=AWS_KEY_ID, secret_access_key=AWS_SECRET) as emu:
         yield emu
 
 

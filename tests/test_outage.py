@@ -48,7 +48,7 @@ def _anthropic_emu() -> Iterator[AnthropicEmulator]:
 
 @pytest.fixture(name="bedrock_emu")
 def _bedrock_emu() -> Iterator[BedrockEmulator]:
-    with BedrockEmulator(access_key_id=AWS_KEY_ID) as emu:
+    with BedrockEmulator(access_key_id=AWS_KEY_ID, secret_access_key=AWS_SECRET) as emu:
         yield emu
 
 ClockedFactory = Callable[..., Awaitable[tuple[GatewayApp, pb_grpc.ModelGatewayStub, FakeClock]]]

@@ -35,7 +35,8 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def emus() -> Iterator[dict[str, AnthropicEmulator | BedrockEmulator]]:
     from tests.test_fallback import ANTHROPIC_KEY
 
-    with AnthropicEmulator(api_key=ANTHROPIC_KEY) as a, BedrockEmulator(access_key_id=AWS_KEY_ID) as b:
+    with AnthropicEmulator(api_key=ANTHROPIC_KEY) as a, \
+            BedrockEmulator(access_key_id=AWS_KEY_ID, secret_access_key=AWS_SECRET) as b:
         yield {"anthropic": a, "bedrock": b}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hmac
 import json
 import re
 import struct
@@ -70,6 +71,9 @@ _STREAM_EXCEPTION_FOR_ANTHROPIC_TYPE = {
     "invalid_request_error": "validationException",
 }
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+# AWS4-HMAC-SHA256 Credential=AKID/20261202/us-east-1/bedrock/aws4_request, SignedHeaders=a;b, Signature=hex
+_SIGV4 = re.compile(r"Credential=[^/]+/(\d{8})/([^/]+)/([^/]+)/aws4_request,\s*SignedHeaders=([^,\s]+),"
+                    r"\s*Signature=([0-9a-f]{64})")
 _MODEL = r"/model/{model_id:.+}"
 
 
@@ -90,8 +94,10 @@ def _stream_exception_name(error_type: str | None) -> str:
 class BedrockEmulator(EmulatorBase):
     """Bedrock Runtime Converse on ``endpoint_url`` (= ``base_url``).
 
-    Credentials: the SigV4 ``Authorization`` header's ``Credential=<AKID>/...`` must name ``access_key_id``
-    (the signature is not checked), else 403 ``UnrecognizedClientException``. A body without a non-empty
+    Credentials: the SigV4 ``Authorization`` header's ``Credential=<AKID>/...`` must name ``access_key_id``,
+    else 403 ``UnrecognizedClientException``; given ``secret_access_key``, the signature is checked too
+    (recomputed with botocore's own SigV4 signer over the signed headers, path and body as received), else
+    403 ``InvalidSignatureException``. A body without a non-empty
     ``messages`` list gets a 400 ``ValidationException``.
 
     Faults: ``status`` is ``{"message": ...}`` with ``x-amzn-ErrorType: <Exception>`` and ``x-amzn-RequestId``
@@ -123,9 +129,10 @@ class BedrockEmulator(EmulatorBase):
 
     provider = "bedrock"
 
-    def __init__(self, access_key_id: str = "AKIDTEST") -> None:
+    def __init__(self, access_key_id: str = "AKIDTEST", secret_access_key: str | None = None) -> None:
         super().__init__()
         self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
 
     @property
     def endpoint_url(self) -> str:
@@ -150,7 +157,7 @@ class BedrockEmulator(EmulatorBase):
     async def _generate(self, request: web.Request, *, stream: bool) -> web.StreamResponse:
         started = time.monotonic()
         record = await self._receive(request, "model")
-        rejection = self._authenticate(record) or self._validate(record.json)
+        rejection = self._authenticate(record, request) or self._validate(record.json)
         if rejection is not None:
             return rejection
         if (bad := _bad_reasoning_block(record.json)) is not None:
@@ -179,7 +186,7 @@ class BedrockEmulator(EmulatorBase):
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
         record = await self._receive(request, "probe")
-        if (rejection := self._authenticate(record)) is not None:
+        if (rejection := self._authenticate(record, request)) is not None:
             return rejection
         body = record.json
         if not isinstance(body, Mapping) or not isinstance(body.get("input"), Mapping):
@@ -201,10 +208,14 @@ class BedrockEmulator(EmulatorBase):
 
     # ---------------------------------------------------------------- checks and errors
 
-    def _authenticate(self, record: RecordedRequest) -> web.Response | None:
+    def _authenticate(self, record: RecordedRequest, request: web.Request) -> web.Response | None:
         match = _CREDENTIAL.search(record.headers.get("authorization", ""))
         if match is not None and match[1] == self.access_key_id:
-            return None
+            if self.secret_access_key is None or self._signature_matches(record, request):
+                return None
+            return self._error_response(Fault.status(
+                403, error_type="InvalidSignatureException",
+                message="The request signature we calculated does not match the signature you provided."))
         return self._error_response(
             Fault.status(
                 403,
@@ -212,6 +223,28 @@ class BedrockEmulator(EmulatorBase):
                 message="The security token included in the request is invalid.",
             )
         )
+
+    def _signature_matches(self, record: RecordedRequest, request: web.Request) -> bool:
+        """Recompute the request's SigV4 signature as AWS does, with botocore's signer (the client's own)."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        secret = self.secret_access_key
+        assert secret is not None
+        parsed = _SIGV4.search(record.headers.get("authorization", ""))
+        amz_date = record.headers.get("x-amz-date", "")
+        if parsed is None or not amz_date.startswith(parsed[1]):
+            return False
+        _, region, service, signed, sent = parsed.groups()
+        headers = {name: record.headers.get(name, "") for name in signed.split(";")}
+        aws = AWSRequest(method=request.method, url=f"http://{request.host}{request.raw_path}", data=record.body,
+                         headers=headers)
+        aws.context["timestamp"] = amz_date
+        signer = SigV4Auth(Credentials(self.access_key_id, secret,
+                                       record.headers.get("x-amz-security-token")), service, region)
+        canonical = signer.canonical_request(aws)
+        return hmac.compare_digest(signer.signature(signer.string_to_sign(aws, canonical), aws), sent)
 
     def _validate(self, body: Any) -> web.Response | None:
         if not isinstance(body, Mapping):
