@@ -201,7 +201,7 @@ class AnthropicProvider(Provider):
         )
         if self._cfg.http_transport == "direct":
             try:
-                self._headers = sdk_headers(self._client)
+                self._headers = sdk_headers(self._client, http_client)
             except UnsupportedClient as exc:
                 log.warning("Provider '%s': the direct transport cannot send as this client does (%s); "
                             "using the SDK's aiohttp transport", self.name, exc)

@@ -34,14 +34,20 @@ class UnsupportedClient(Exception):
     """The SDK client is set up in a way the direct transport does not reproduce (the SDK path is used)."""
 
 
-def sdk_headers(client: anthropic.AsyncAnthropic) -> dict[str, str]:
-    """The headers the SDK sends on every call, from its public ``default_headers`` (which include
-    ``auth_headers``); values the SDK omits (``Omit``) are left out, names lower-cased."""
+def sdk_headers(client: anthropic.AsyncAnthropic, http_client: httpx2.AsyncClient) -> dict[str, str]:
+    """The headers the SDK sends on every call, names lower-cased: its HTTP client's own (``accept-encoding``,
+    ``connection``), overridden by the SDK client's public ``default_headers`` (which include
+    ``auth_headers``), as httpx merges them; values the SDK omits (``Omit``) are left out."""
     if client.custom_auth is not None:  # credentials that sign each request (token providers): SDK path only
         raise UnsupportedClient("the client authenticates per request (custom_auth)")
     if client.default_query:
         raise UnsupportedClient("the client adds query parameters")
-    headers = {name.lower(): value for name, value in client.default_headers.items() if isinstance(value, str)}
+    headers = {name.lower(): value for name, value in http_client.headers.items()}
+    for name, value in client.default_headers.items():
+        if isinstance(value, str):
+            headers[name.lower()] = value
+        else:  # Omit: the SDK leaves the header out
+            headers.pop(name.lower(), None)
     if not headers.get("authorization") and not headers.get("x-api-key"):
         raise UnsupportedClient("no credentials in the client's headers")
     return headers
