@@ -5,7 +5,9 @@ upstream are pinned to the other cores. All targets talk to the same fake Anthro
 (bench/fake_upstream.py):
 
   floor     bench/echo_server.py: a bare grpc.aio server, fixed answer (what any grpc.aio call costs)
-  gateway   python -m gateway_server, anthropic provider (official SDK, aiohttp transport) -> fake upstream
+  gateway   python -m gateway_server, anthropic provider, one row per --transports entry: ``direct`` (the
+            default: one aiohttp session, the SDK's headers and errors) and ``aiohttp`` (the SDK's own
+            client on its aiohttp transport, the path before ``direct``) -> fake upstream
   baseline  (with --baseline REF) the same gateway built from git REF, for before/after in one run
   portkey   the Portkey AI gateway (npm @portkey-ai/gateway, Node), POST /v1/messages with
             x-portkey-provider: anthropic and x-portkey-custom-host: the fake upstream
@@ -14,6 +16,11 @@ Closed-loop load: --concurrency callers, each sending its next call when the las
 Rounds are interleaved (floor, gateway, portkey, floor, gateway, portkey, ...) so a burst of load from
 elsewhere on a shared machine hits one round of each. CPU per call = the target process's CPU time
 (every thread, /proc schedstat) during the measured phase / calls; median of the rounds.
+
+Then the latency phase: the fake upstream answers after --latency (0.05) s (switched at run time,
+PUT /bench/latency), and each target that calls it (not the floor) and the upstream called directly
+(the load client's aiohttp, "direct") take closed-loop load from 16 and from 64 callers, interleaved
+over --latency-rounds; Δp50/Δp99 = the target's latency percentile minus direct's (rounds pooled).
 
 Portkey is installed by ``scripts/node_deps.sh bench/portkey`` (``make bench-peers`` runs it) into
 bench/portkey/node_modules (git-ignored); without it that row is skipped, saying so.
@@ -50,6 +57,8 @@ PROMPT = "What is 25 + 75?"
 HTTP_BODY = json.dumps({"model": MODEL, "max_tokens": 64,
                         "messages": [{"role": "user", "content": PROMPT}]}).encode()
 CALL_TIMEOUT = 5.0
+TRANSPORTS = {"direct": "direct (aiohttp)", "aiohttp": "SDK (aiohttp)", "httpx": "SDK (httpx)"}
+LATENCY_CALLERS = (16, 64)
 
 
 @dataclass
@@ -146,12 +155,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--core", default=None,
                    help="CPU list the targets are pinned to (default: the last CPU; 'none': no pinning)")
     p.add_argument("--log-level", default="INFO", help="the gateway's log level (INFO: one access line a call)")
+    p.add_argument("--transports", default="direct,aiohttp",
+                   help="this gateway's Anthropic http_transport(s), one row each (direct,aiohttp)")
     p.add_argument("--baseline", metavar="REF",
                    help="also run the gateway as of git REF, or from a directory holding a copy (before/after)")
+    p.add_argument("--baseline-transport", default="aiohttp",
+                   help="the baseline's http_transport (aiohttp: releases before `direct` know no other)")
+    p.add_argument("--latency", type=float, default=0.05,
+                   help="the upstream's answer time in the latency phase, seconds (0.05; 0: no latency phase)")
+    p.add_argument("--latency-calls", type=int, default=800,
+                   help="calls per target, caller count and latency round (800)")
+    p.add_argument("--latency-rounds", type=int, default=2, help="interleaved latency rounds (2)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: --calls 1500 --rounds 2 --warmup 500 --latency-calls 200 --latency-rounds 1")
     p.add_argument("--no-portkey", action="store_true", help="skip the Portkey row")
     p.add_argument("--budget", type=float, default=150.0, help="seconds the measured phases may take in all (150)")
     p.add_argument("--output", type=Path, default=REPO / "bench" / "results-peers.json")
     args = p.parse_args(argv)
+    if args.quick:
+        args.calls, args.rounds, args.warmup, args.latency_calls, args.latency_rounds = 1500, 2, 500, 200, 1
     if args.core is None:
         cpus = sorted(os.sched_getaffinity(0))
         args.core = str(cpus[-1]) if len(cpus) > 1 else None
@@ -184,12 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(Target("floor", "bare grpc.aio echo (floor)",
                               Proc("floor", pinned(args.core, [python, "-m", "bench.echo_server"]), cwd=REPO,
                                    env=env, log_path=tmp / "floor.log", port_from="stdout"), "grpc"))
-        scenario = _Scenario("b", "anthropic SDK, aiohttp", "anthropic", "aiohttp", args.log_level.upper())
-        gateways = [("gateway", "this gateway, Anthropic SDK (aiohttp)", env)]
+        level = args.log_level.upper()
+        gateways = [("gateway" if i == 0 else f"gateway-{t}", f"this gateway, Anthropic {TRANSPORTS[t]}", env, t)
+                    for i, t in enumerate(args.transports.split(","))]
         if args.baseline:
             tree = baseline_tree(args.baseline, tmp / "baseline")
-            gateways.append(("baseline", f"this gateway as of {args.baseline}", {**env, "PYTHONPATH": str(tree)}))
-        for key, title, genv in gateways:
+            gateways.append(("baseline", f"this gateway as of {args.baseline}, {TRANSPORTS[args.baseline_transport]}",
+                             {**env, "PYTHONPATH": str(tree)}, args.baseline_transport))
+        for key, title, genv, transport in gateways:
+            scenario = _Scenario("b", "anthropic", "anthropic", transport, level)
             config = tmp / f"{key}.yaml"
             config.write_text(json.dumps(gateway_config(scenario, up)))
             announces = scenario.log_level in ("DEBUG", "INFO")
@@ -212,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_start = {t.key: t.rss_mb() for t in targets}
         if rest:
             os.sched_setaffinity(0, rest)  # the load client stays off the targets' core
-        asyncio.run(_measure(targets, args, up))
+        latency = asyncio.run(_measure(targets, args, up))
         rss_end = {t.key: t.rss_mb() for t in targets}
     except KeyboardInterrupt:
         print("interrupted: stopping the processes", file=sys.stderr)
@@ -226,17 +251,23 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [_row(t, args, rss_start, rss_end) for t in targets]
     _add_ratios(rows)
+    _add_latency(rows, latency)
     result = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": "python -m bench.peers " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "targets_pinned_to": args.core,
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "settings": {"calls": args.calls, "rounds": args.rounds, "concurrency": args.concurrency, "warmup": args.warmup,
-                     "log_level": args.log_level},
+                     "log_level": args.log_level, "latency_s": args.latency, "latency_calls": args.latency_calls,
+                     "latency_rounds": args.latency_rounds},
         "results": rows,
+        "latency_direct": latency.get("direct", {}),
     }
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(table(rows))
+    if latency:
+        print()
+        print(latency_table(rows, latency, args.latency))
     print(f"\n{os.cpu_count()} CPUs, targets pinned to CPU {args.core}, load average {load_before[0]:.2f} before / "
           f"{os.getloadavg()[0]:.2f} after; {args.calls} calls per target in {args.rounds} interleaved rounds, "
           f"{args.concurrency} closed-loop callers. CPU ms/call: median of the rounds. JSON: {args.output}")
@@ -259,7 +290,8 @@ def _node_version() -> str:
         return "?"
 
 
-async def _measure(targets: list[Target], args: argparse.Namespace, upstream_port: int | None) -> None:
+async def _measure(targets: list[Target], args: argparse.Namespace,
+                   upstream_port: int | None) -> dict[str, dict[int, list[float]]]:
     import aiohttp
     import grpc
 
@@ -323,10 +355,88 @@ async def _measure(targets: list[Target], args: argparse.Namespace, upstream_por
                 if made:
                     t.rounds.append({"calls": made, "ok": len(lat), "wall_s": wall, "calls_per_s": len(lat) / wall,
                                      "cpu_ms_per_call": (c1 - c0) * 1000 / made})
+        if args.latency > 0:
+            upstream = f"http://127.0.0.1:{upstream_port}"
+
+            async def direct_call() -> bool:
+                async with session.post(f"{upstream}/v1/messages", data=HTTP_BODY, headers=headers) as resp:
+                    body = await resp.read()
+                return resp.status == 200 and bool(json.loads(body)["content"][0]["text"] == EXPECTED_CONTENT)
+
+            return await _latency_phase(session, upstream, direct_call, [t for t in live if t.key != "floor"], args)
+        return {}
     finally:
         await session.close()
         for channel in channels:
             await channel.close()
+
+
+async def _latency_phase(session: Any, upstream: str, direct_call: Callable[[], Awaitable[bool]],
+                         targets: list[Target], args: argparse.Namespace) -> dict[str, dict[int, list[float]]]:
+    """Latencies (s) by target key ("direct": the upstream called directly) and caller count, the upstream
+    answering after ``args.latency`` s; rounds interleaved, pooled."""
+    async with session.put(f"{upstream}/bench/latency", data=str(args.latency).encode()) as resp:
+        resp.raise_for_status()
+    calls: list[tuple[str, str, Callable[[], Awaitable[bool]]]] = [("direct", "the upstream, called directly",
+                                                                    direct_call)]
+    calls += [(t.key, t.title, t.call) for t in targets if t.call is not None]
+    out: dict[str, dict[int, list[float]]] = {key: {n: [] for n in LATENCY_CALLERS} for key, _, _ in calls}
+    errors: dict[str, int] = {}
+    try:
+        for r in range(args.latency_rounds):
+            for callers in LATENCY_CALLERS:
+                for key, title, call in calls:
+                    print(f"latency round {r + 1}/{args.latency_rounds}, {callers} callers: {title}",
+                          file=sys.stderr, flush=True)
+                    await closed_loop(call, callers * 2, callers, 30)  # the pool at this concurrency
+                    lat, failed, _ = await closed_loop(call, args.latency_calls, callers, 120)
+                    out[key][callers] += lat
+                    errors[key] = errors.get(key, 0) + failed
+    finally:
+        async with session.put(f"{upstream}/bench/latency", data=b"0") as resp:
+            resp.raise_for_status()
+    for key, failed in errors.items():
+        if failed:
+            print(f"latency phase: {failed} failed calls to {key}", file=sys.stderr)
+    return out
+
+
+def _add_latency(rows: list[dict[str, Any]], latency: dict[str, dict[int, list[float]]]) -> None:
+    direct = latency.get("direct")
+    if not direct:
+        return
+    base = {n: (percentile(sorted(v), 50), percentile(sorted(v), 99)) for n, v in direct.items()}
+    for r in rows:
+        mine = latency.get(r["key"])
+        if not mine:
+            continue
+        for n, values in mine.items():
+            p50, p99 = percentile(sorted(values), 50), percentile(sorted(values), 99)
+            if p50 is None or p99 is None or base[n][0] is None or base[n][1] is None:
+                continue
+            r[f"latency_{n}"] = {"p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "calls": len(values),
+                                 "delta_p50_ms": (p50 - base[n][0]) * 1000, "delta_p99_ms": (p99 - base[n][1]) * 1000}
+
+
+def latency_table(rows: list[dict[str, Any]], latency: dict[str, dict[int, list[float]]], seconds: float) -> str:
+    direct = latency.get("direct", {})
+    cells = []
+    for n in LATENCY_CALLERS:
+        values = sorted(direct.get(n, []))
+        p50, p99 = percentile(values, 50), percentile(values, 99)
+        cells.append(f"{n} callers: p50 {_fmt(p50 and p50 * 1000, 1)} / p99 {_fmt(p99 and p99 * 1000, 1)} ms")
+    lines = [f"Upstream answering after {seconds * 1000:g} ms; called directly: {'; '.join(cells)}.", "",
+             "| target | Δp50 / Δp99 ms, 16 callers | Δp50 / Δp99 ms, 64 callers |",
+             "| --- | ---: | ---: |"]
+    for r in rows:
+        if "latency_16" not in r and "latency_64" not in r:
+            continue
+        out = []
+        for n in LATENCY_CALLERS:
+            d = r.get(f"latency_{n}")
+            out.append(f"{d['delta_p50_ms']:.1f} / {d['delta_p99_ms']:.1f}" if d else "—")
+        lines.append(f"| {r['title']} | {out[0]} | {out[1]} |")
+    return "\n".join(lines)
 
 
 def _row(t: Target, args: argparse.Namespace, rss_start: dict[str, float | None],

@@ -2,7 +2,8 @@
 
 A fake streaming upstream (``python -m bench.streams --serve``: aiohttp's low-level server, one fixed
 SSE stream of ``--chunks`` text deltas, pre-encoded, optionally ``--gap-ms`` apart) stands in for the
-Messages API. Measured, with the gateway (Anthropic provider, SDK, aiohttp) pinned like bench.peers:
+Messages API. Measured, with the gateway (Anthropic provider; one row per --transports entry: direct,
+the default, and the SDK's aiohttp transport) pinned like bench.peers:
 
   TTFT overhead   time to the first text delta through the gateway (gRPC GenerateStream) minus the same
                   straight from the upstream (aiohttp, SSE), one stream at a time; medians
@@ -30,6 +31,7 @@ from typing import Any
 from bench.common import MODEL
 
 EVENT = "event: {name}\ndata: {data}\n\n"
+TRANSPORTS = {"direct": "direct aiohttp", "aiohttp": "SDK, aiohttp", "httpx": "SDK, httpx"}
 
 
 def sse_body(chunks: int) -> tuple[bytes, list[bytes]]:
@@ -92,7 +94,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--open", type=int, default=64, help="streams held open at once for the RSS figure (64)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--core", default=None, help="CPU list the gateways are pinned to (default: the last CPU)")
+    p.add_argument("--transports", default="direct,aiohttp",
+                   help="the Anthropic http_transport(s) of this tree's gateway, one row each (direct,aiohttp)")
     p.add_argument("--baseline", metavar="REF", help="also run the gateway as of git REF")
+    p.add_argument("--baseline-transport", default="aiohttp",
+                   help="the baseline's http_transport (aiohttp: releases before `direct` know no other)")
     p.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results-streams.json")
     args = p.parse_args(argv)
     if args.core is None:
@@ -134,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                     cwd=REPO, env=env, log_path=tmp / "slow.log", port_from="stdout")
         procs += [fast, slow]
         wait_for_ports(procs, timeout=20)
-        scenario = Scenario("b", "anthropic SDK, aiohttp", "anthropic", "aiohttp", "INFO")
-        trees = [("gateway", env)]
+        trees = [(f"gateway, {TRANSPORTS[t]}", env, t) for t in args.transports.split(",")]
         if args.baseline:
-            trees.append((f"as of {args.baseline}", {**env, "PYTHONPATH": str(baseline_tree(args.baseline,
-                                                                                           tmp / "baseline"))}))
-        for name, genv in trees:
+            trees.append((f"as of {args.baseline}, {TRANSPORTS[args.baseline_transport]}",
+                          {**env, "PYTHONPATH": str(baseline_tree(args.baseline, tmp / "baseline"))},
+                          args.baseline_transport))
+        for name, genv, transport in trees:
+            scenario = Scenario("b", "anthropic", "anthropic", transport, "INFO")
             for upstream, suffix in ((fast, ""), (slow, " (slow upstream)")):
                 cfg = tmp / f"{len(gateways)}.yaml"
                 cfg.write_text(json.dumps(gateway_config(scenario, upstream.port)))
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_ports(list(gateways.values()), timeout=60)
         if rest:
             os.sched_setaffinity(0, rest)
-        result = asyncio.run(_measure(args, fast.port, gateways, [n for n, _ in trees]))
+        result = asyncio.run(_measure(args, fast.port, gateways, [n for n, _, _ in trees]))
     except KeyboardInterrupt:
         return 130
     except StartError as exc:
