@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MODEL
+from bench.fake_upstream import STREAM_DELTAS
 from bench.load import EXPECTED_CONTENT, percentile
 from bench.procs import CpuSample, Proc, StartError, stop_all, wait_for_ports
 from bench.run import FAKE_API_KEY, REPO, STARTED_RE, child_env, gateway_config
@@ -66,7 +67,7 @@ class Target:
     key: str
     title: str
     proc: Proc
-    kind: str  # "grpc" | "http"
+    kind: str  # "grpc" | "grpc-stream" (GenerateStream read to its end) | "http"
     call: Callable[[], Awaitable[bool]] | None = None  # one call; True when it answered correctly
     failed: str = ""
     rounds: list[dict[str, float]] = field(default_factory=list)
@@ -169,6 +170,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: --calls 1500 --rounds 2 --warmup 500 --latency-calls 200 --latency-rounds 1")
     p.add_argument("--no-portkey", action="store_true", help="skip the Portkey row")
+    p.add_argument("--no-streams", action="store_true", help="skip the gateway's Anthropic stream row")
+    p.add_argument("--no-bedrock", action="store_true", help="skip the gateway's Bedrock rows (unary and stream)")
     p.add_argument("--budget", type=float, default=150.0, help="seconds the measured phases may take in all (150)")
     p.add_argument("--output", type=Path, default=REPO / "bench" / "results-peers.json")
     args = p.parse_args(argv)
@@ -222,6 +225,21 @@ def main(argv: list[str] | None = None) -> int:
                         env=genv, log_path=tmp / f"{key}.log", port_from="log" if announces else "proc",
                         port_pattern=STARTED_RE)
             targets.append(Target(key, f"{title}, {scenario.log_level} log", proc, "grpc"))
+        if not args.no_streams:  # the Anthropic gateway's streams: the same process, GenerateStream
+            first = next(t for t in targets if t.key == "gateway")
+            targets.append(Target("gateway-stream", f"{first.title}, GenerateStream ({STREAM_DELTAS} deltas)",
+                                  first.proc, "grpc-stream"))
+        if not args.no_bedrock:
+            scenario = _Scenario("e", "bedrock", "bedrock", "aiobotocore", level)
+            config = tmp / "bedrock.yaml"
+            config.write_text(json.dumps(gateway_config(scenario, up)))
+            proc = Proc("bedrock", pinned(args.core, [python, "-m", "gateway_server", "--config", str(config)]),
+                        cwd=tmp, env=env, log_path=tmp / "bedrock.log",
+                        port_from="log" if level in ("DEBUG", "INFO") else "proc", port_pattern=STARTED_RE)
+            title = f"this gateway, Bedrock (aiobotocore), {level} log"
+            targets.append(Target("bedrock", title, proc, "grpc"))
+            targets.append(Target("bedrock-stream", f"{title}, GenerateStream ({STREAM_DELTAS} deltas)", proc,
+                                  "grpc-stream"))
         if args.no_portkey:
             pass
         elif not PORTKEY_JS.exists() or shutil.which("node") is None:
@@ -233,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                         port_from="proc")
             targets.append(Target("portkey", f"Portkey gateway {_portkey_version()} (Node {_node_version()})",
                                   proc, "http"))
-        wait_for_ports([t.proc for t in targets], timeout=60)
+        wait_for_ports(_procs(targets), timeout=60)
         rss_start = {t.key: t.rss_mb() for t in targets}
         if rest:
             os.sched_setaffinity(0, rest)  # the load client stays off the targets' core
@@ -246,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.peers: {exc}", file=sys.stderr)
         return 1
     finally:
-        stop_all([*(t.proc for t in targets), *([upstream] if upstream else [])], timeout=5)
+        stop_all([*_procs(targets), *([upstream] if upstream else [])], timeout=5)
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = [_row(t, args, rss_start, rss_end) for t in targets]
@@ -274,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(note)
     return 1 if any(r.get("failed") or r["errors"] for r in rows) else 0
+
+
+def _procs(targets: list[Target]) -> list[Proc]:
+    """Each process once (a gateway's unary and stream rows share it)."""
+    return list({id(t.proc): t.proc for t in targets}.values())
 
 
 def _portkey_version() -> str:
@@ -307,7 +330,21 @@ async def _measure(targets: list[Target], args: argparse.Namespace,
                "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1"}
     try:
         for t in targets:
-            if t.kind == "grpc":
+            if t.kind == "grpc-stream":
+                channel = grpc.aio.insecure_channel(f"127.0.0.1:{t.proc.port}")
+                channels.append(channel)
+                stub = pb_grpc.ModelGatewayStub(channel)
+
+                async def stream_call(stub: Any = stub) -> bool:
+                    deltas = ends = 0
+                    async for event in stub.GenerateStream(request, timeout=CALL_TIMEOUT):
+                        kind = event.WhichOneof("event")
+                        deltas += kind == "delta"
+                        ends += kind == "end"
+                    return deltas == STREAM_DELTAS and ends == 1
+
+                t.call = stream_call
+            elif t.kind == "grpc":
                 channel = grpc.aio.insecure_channel(f"127.0.0.1:{t.proc.port}")
                 channels.append(channel)
                 stub = pb_grpc.ModelGatewayStub(channel)
@@ -363,7 +400,9 @@ async def _measure(targets: list[Target], args: argparse.Namespace,
                     body = await resp.read()
                 return resp.status == 200 and bool(json.loads(body)["content"][0]["text"] == EXPECTED_CONTENT)
 
-            return await _latency_phase(session, upstream, direct_call, [t for t in live if t.key != "floor"], args)
+            anthropic = [t for t in live
+                         if t.key.startswith(("gateway", "baseline", "portkey")) and t.kind != "grpc-stream"]
+            return await _latency_phase(session, upstream, direct_call, anthropic, args)
         return {}
     finally:
         await session.close()
@@ -461,6 +500,8 @@ def _row(t: Target, args: argparse.Namespace, rss_start: dict[str, float | None]
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
     by_key = {r["key"]: r for r in rows if r.get("cpu_ms_per_call")}
     for r in rows:
+        if r["key"].endswith("-stream"):  # a stream's CPU is not comparable with a unary call's
+            continue
         for ref in ("portkey", "floor"):
             base = by_key.get(ref)
             if base is not None and r.get("cpu_ms_per_call"):

@@ -23,6 +23,7 @@ import anthropic
 import httpx2
 import orjson
 from anthropic import RequestOptions
+from multidict import CIMultiDict
 from pydantic import SecretStr
 
 from gateway_server.errors import ErrorKind, ProviderError, caller_message
@@ -168,7 +169,7 @@ class AnthropicProvider(Provider):
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] = {}
         self._url = ""
-        self._direct: dict[float, tuple[dict[str, str], aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
+        self._direct: dict[float, tuple[CIMultiDict[str], aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
 
     @property
     def configured(self) -> bool:
@@ -210,7 +211,9 @@ class AnthropicProvider(Provider):
             # As the SDK's aiohttp transport sets up its session: pool size, keep-alive, httpx's SSL context.
             connector = aiohttp.TCPConnector(limit=self._cfg.max_connections, keepalive_timeout=limits.keepalive_expiry,
                                              ssl=ssl_context())
-            self._session = aiohttp.ClientSession(connector=connector)
+            # The SDK's fixed headers as the session's defaults (copied per request in C); a call adds the
+            # three that depend on its timeout, as a CIMultiDict (aiohttp would convert a dict on every call).
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -233,7 +236,7 @@ class AnthropicProvider(Provider):
             options = self._options[timeout] = {"timeout": timeout}
         return options
 
-    def _direct_call(self, timeout: float) -> tuple[dict[str, str], aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+    def _direct_call(self, timeout: float) -> tuple[CIMultiDict[str], aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
         """(headers, unary timeout, stream timeout) of a direct call with ``timeout``, cached.
 
         Unary: the whole call within ``timeout``. Streams: as the SDK bounds them (httpx's per-phase
@@ -244,7 +247,7 @@ class AnthropicProvider(Provider):
             if len(self._direct) > 64:
                 self._direct.clear()
             call = self._direct[timeout] = (
-                {**self._headers, **timeout_headers(timeout)},
+                CIMultiDict(timeout_headers(timeout)),
                 aiohttp.ClientTimeout(total=timeout),
                 aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
             )
