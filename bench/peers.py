@@ -73,6 +73,7 @@ class Target:
     rounds: list[dict[str, float]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
 
     def cpu(self) -> CpuSample:
         return self.proc.cpu()
@@ -89,8 +90,9 @@ class Target:
 
 
 async def closed_loop(call: Callable[[], Awaitable[bool]], n: int, concurrency: int,
-                      cap_s: float) -> tuple[list[float], int, float]:
-    """``n`` calls by ``concurrency`` callers, each calling again as soon as it has its answer."""
+                      cap_s: float, errors: list[str] | None = None) -> tuple[list[float], int, float]:
+    """``n`` calls by ``concurrency`` callers, each calling again as soon as it has its answer; the first
+    few failures' texts go to ``errors``."""
     latencies: list[float] = []
     issued = failed = 0
     deadline = time.perf_counter() + cap_s
@@ -104,8 +106,12 @@ async def closed_loop(call: Callable[[], Awaitable[bool]], n: int, concurrency: 
             issued += 1
             try:
                 ok = await call()
-            except Exception:
+                text = "a wrong answer"
+            except Exception as exc:
                 ok = False
+                text = f"{type(exc).__name__}: {exc}"[:160].replace("\n", " ")
+            if not ok and errors is not None and len(errors) < 3:
+                errors.append(text)
             if ok:
                 latencies.append(time.perf_counter() - started)
             else:
@@ -291,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.concurrency} closed-loop callers. CPU ms/call: median of the rounds. JSON: {args.output}")
     for note in notes:
         print(note)
+    for t in targets:
+        for text in t.error_samples:
+            print(f"error, {t.title}: {text}")
     return 1 if any(r.get("failed") or r["errors"] for r in rows) else 0
 
 
@@ -384,7 +393,7 @@ async def _measure(targets: list[Target], args: argparse.Namespace,
                 # Warm-up at the measured concurrency (connection pools full, caches hot), then measure.
                 await closed_loop(t.call, max(args.concurrency * 4, per_round // 5), args.concurrency, cap / 4)
                 c0 = t.cpu()
-                lat, failed, wall = await closed_loop(t.call, per_round, args.concurrency, cap)
+                lat, failed, wall = await closed_loop(t.call, per_round, args.concurrency, cap, t.error_samples)
                 c1 = t.cpu()
                 made = len(lat) + failed
                 t.errors += failed
