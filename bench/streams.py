@@ -31,6 +31,7 @@ from typing import Any
 from bench.common import MODEL
 
 EVENT = "event: {name}\ndata: {data}\n\n"
+MOCK = "gateway, mock provider"
 TRANSPORTS = {"direct": "direct aiohttp", "aiohttp": "SDK, aiohttp", "httpx": "SDK, httpx"}
 
 
@@ -96,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--core", default=None, help="CPU list the gateways are pinned to (default: the last CPU)")
     p.add_argument("--transports", default="direct,aiohttp",
                    help="the Anthropic http_transport(s) of this tree's gateway, one row each (direct,aiohttp)")
+    p.add_argument("--no-mock", action="store_true",
+                   help="skip the mock-provider gateway's TTFT (the gateway's streaming floor)")
     p.add_argument("--baseline", metavar="REF", help="also run the gateway as of git REF")
     p.add_argument("--baseline-transport", default="aiohttp",
                    help="the baseline's http_transport (aiohttp: releases before `direct` know no other)")
@@ -155,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                             port_pattern=STARTED_RE)
                 gateways[name + suffix] = proc
                 procs.append(proc)
+        if not args.no_mock:  # the streaming floor: the same gateway with the mock provider, no upstream at all
+            cfg = tmp / "mock.yaml"
+            cfg.write_text(json.dumps(gateway_config(Scenario("a", "mock", "mock", None, "INFO"), None)))
+            gateways[MOCK] = Proc(MOCK, pinned(args.core, [python, "-m", "gateway_server", "--config", str(cfg)]),
+                                  cwd=tmp, env=env, log_path=tmp / "mock.log", port_from="log", port_pattern=STARTED_RE)
+            procs.append(gateways[MOCK])
         wait_for_ports(list(gateways.values()), timeout=60)
         if rest:
             os.sched_setaffinity(0, rest)
@@ -179,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"| {r['cpu_ms_per_stream']:.2f} | {r['cpu_us_per_chunk']:.0f} "
                      f"| {r['rss_mb_start']:.0f} → {r['rss_mb_open']:.0f} |")
     print("\n".join(lines))
+    if result.get("mock_ttft_ms") is not None:
+        print(f"\nThe streaming floor: TTFT through the gateway with the mock provider (no upstream, no HTTP): "
+              f"{result['mock_ttft_ms']:.2f} ms (median).")
     print(f"\n{os.cpu_count()} CPUs, gateways pinned to CPU {args.core}, load average {load_before[0]:.2f} before / "
           f"{os.getloadavg()[0]:.2f} after; medians of {args.rounds} interleaved rounds. JSON: {args.output}")
     return 0 if not result["errors"] else 1
@@ -235,6 +247,7 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
     per: dict[str, dict[str, list[float]]] = {n: {"ttft": [], "direct": [], "cpu_stream": [], "cpu_chunk": []}
                                               for n in names}
     rss_start = {n: _rss_mb(gateways[n + " (slow upstream)"].pid) for n in names}
+    mock_ttft: list[float] = []
     try:
         for name in names:  # warm-up: connection pools and caches
             for _ in range(20):
@@ -247,6 +260,8 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
                 for _ in range(args.ttft_calls):  # sequential, direct and gateway alternating
                     per[name]["direct"].append(await direct_ttft())
                     await gateway_stream(stub, per[name]["ttft"])
+                    if MOCK in stubs and name == names[0]:
+                        await gateway_stream(stubs[MOCK], mock_ttft)
                 delivered = 0
 
                 async def one(stub: Any = stub) -> bool:
@@ -289,6 +304,7 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
             "rss_mb_start": rss_start[name], "rss_mb_open": rss_open[name],
         }
     out["errors"] = errors
+    out["mock_ttft_ms"] = statistics.median(mock_ttft) * 1000 if mock_ttft else None
     return out
 
 
