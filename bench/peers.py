@@ -332,7 +332,8 @@ async def _measure(targets: list[Target], args: argparse.Namespace,
 
     request = pb.GenerateRequest(messages=[pb.Message(role=pb.ROLE_USER, content=PROMPT)], max_tokens=64)
     channels: list[grpc.aio.Channel] = []
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency),
+    # Enough connections for the latency phase's 64 callers too (else they queue for one in this client).
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(args.concurrency, *LATENCY_CALLERS)),
                                     timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
     headers = {"content-type": "application/json", "x-api-key": FAKE_API_KEY, "anthropic-version": "2023-06-01",
                "x-portkey-provider": "anthropic",
