@@ -25,10 +25,6 @@ import anthropic
 import httpx2
 import orjson
 
-# Names of the per-call headers the SDK adds on top of its ``default_headers`` (see
-# ``BaseClient._build_headers``): with ``max_retries=0`` their values depend only on the timeout.
-TIMEOUT_HEADERS = ("x-stainless-timeout", "x-stainless-retry-count", "x-stainless-read-timeout")
-
 
 class UnsupportedClient(Exception):
     """The SDK client is set up in a way the direct transport does not reproduce (the SDK path is used)."""
@@ -54,7 +50,9 @@ def sdk_headers(client: anthropic.AsyncAnthropic, http_client: httpx2.AsyncClien
 
 
 def timeout_headers(timeout: float) -> dict[str, str]:
-    """What ``_build_headers`` adds for a first attempt (``retries_taken=0``) with a float timeout."""
+    """The per-call headers the SDK adds to its ``default_headers`` (``BaseClient._build_headers``) for a
+    first attempt (``retries_taken=0``) with a float timeout: with its retries off (``max_retries=0``)
+    they depend only on the timeout."""
     return {"x-stainless-timeout": str(timeout), "x-stainless-retry-count": "0",
             "x-stainless-read-timeout": str(timeout)}
 
