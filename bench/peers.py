@@ -285,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                      "log_level": args.log_level, "latency_s": args.latency, "latency_calls": args.latency_calls,
                      "latency_rounds": args.latency_rounds},
         "results": rows,
-        "latency_direct": latency.get("direct", {}),
+        "latency_direct": {n: {"p50_ms": (percentile(sorted(v), 50) or 0) * 1000,
+                               "p99_ms": (percentile(sorted(v), 99) or 0) * 1000, "calls": len(v)}
+                           for n, v in latency.get("direct", {}).items()},
     }
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(table(rows))
