@@ -10,7 +10,8 @@ in the API's error format. aiohttp's low-level server: no router, no middlewares
 the bodies are encoded once.
 
 ``--latency S`` (default 0) makes it answer like a model: a non-streaming answer after S seconds, a
-stream's events spread over S seconds (the first at once).
+stream's events spread over S seconds (the first at once). ``PUT /bench/latency`` with a number of
+seconds as the body changes it while running (bench/peers.py's latency phase).
 """
 
 from __future__ import annotations
@@ -123,7 +124,11 @@ STREAM_FRAMES = [
 
 
 async def handle(request: web.BaseRequest) -> web.StreamResponse:
+    global LATENCY
     path, method = request.path, request.method
+    if path == "/bench/latency" and method == "PUT":  # bench.peers switches regimes without a restart
+        LATENCY = float(await request.read())
+        return web.Response(body=str(LATENCY).encode(), content_type="text/plain")
     if path == "/v1/messages" and method == "POST":
         if b'"stream":true' in (await request.read()).replace(b" ", b""):
             return await _write_all(request, "text/event-stream", SSE_EVENTS)

@@ -5,7 +5,9 @@ upstream are pinned to the other cores. All targets talk to the same fake Anthro
 (bench/fake_upstream.py):
 
   floor     bench/echo_server.py: a bare grpc.aio server, fixed answer (what any grpc.aio call costs)
-  gateway   python -m gateway_server, anthropic provider (official SDK, aiohttp transport) -> fake upstream
+  gateway   python -m gateway_server, anthropic provider, one row per --transports entry: ``direct`` (the
+            default: one aiohttp session, the SDK's headers and errors) and ``aiohttp`` (the SDK's own
+            client on its aiohttp transport, the path before ``direct``) -> fake upstream
   baseline  (with --baseline REF) the same gateway built from git REF, for before/after in one run
   portkey   the Portkey AI gateway (npm @portkey-ai/gateway, Node), POST /v1/messages with
             x-portkey-provider: anthropic and x-portkey-custom-host: the fake upstream
@@ -14,6 +16,11 @@ Closed-loop load: --concurrency callers, each sending its next call when the las
 Rounds are interleaved (floor, gateway, portkey, floor, gateway, portkey, ...) so a burst of load from
 elsewhere on a shared machine hits one round of each. CPU per call = the target process's CPU time
 (every thread, /proc schedstat) during the measured phase / calls; median of the rounds.
+
+Then the latency phase: the fake upstream answers after --latency (0.05) s (switched at run time,
+PUT /bench/latency), and each target that calls it (not the floor) and the upstream called directly
+(the load client's aiohttp, "direct") take closed-loop load from 16 and from 64 callers, interleaved
+over --latency-rounds; Δp50/Δp99 = the target's latency percentile minus direct's (rounds pooled).
 
 Portkey is installed by ``scripts/node_deps.sh bench/portkey`` (``make bench-peers`` runs it) into
 bench/portkey/node_modules (git-ignored); without it that row is skipped, saying so.
@@ -39,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MODEL
+from bench.fake_upstream import STREAM_DELTAS
 from bench.load import EXPECTED_CONTENT, percentile
 from bench.procs import CpuSample, Proc, StartError, stop_all, wait_for_ports
 from bench.run import FAKE_API_KEY, REPO, STARTED_RE, child_env, gateway_config
@@ -50,6 +58,8 @@ PROMPT = "What is 25 + 75?"
 HTTP_BODY = json.dumps({"model": MODEL, "max_tokens": 64,
                         "messages": [{"role": "user", "content": PROMPT}]}).encode()
 CALL_TIMEOUT = 5.0
+TRANSPORTS = {"direct": "direct (aiohttp)", "aiohttp": "SDK (aiohttp)", "httpx": "SDK (httpx)"}
+LATENCY_CALLERS = (16, 64)
 
 
 @dataclass
@@ -57,12 +67,13 @@ class Target:
     key: str
     title: str
     proc: Proc
-    kind: str  # "grpc" | "http"
+    kind: str  # "grpc" | "grpc-stream" (GenerateStream read to its end) | "http"
     call: Callable[[], Awaitable[bool]] | None = None  # one call; True when it answered correctly
     failed: str = ""
     rounds: list[dict[str, float]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
 
     def cpu(self) -> CpuSample:
         return self.proc.cpu()
@@ -79,8 +90,9 @@ class Target:
 
 
 async def closed_loop(call: Callable[[], Awaitable[bool]], n: int, concurrency: int,
-                      cap_s: float) -> tuple[list[float], int, float]:
-    """``n`` calls by ``concurrency`` callers, each calling again as soon as it has its answer."""
+                      cap_s: float, errors: list[str] | None = None) -> tuple[list[float], int, float]:
+    """``n`` calls by ``concurrency`` callers, each calling again as soon as it has its answer; the first
+    few failures' texts go to ``errors``."""
     latencies: list[float] = []
     issued = failed = 0
     deadline = time.perf_counter() + cap_s
@@ -94,8 +106,12 @@ async def closed_loop(call: Callable[[], Awaitable[bool]], n: int, concurrency: 
             issued += 1
             try:
                 ok = await call()
-            except Exception:
+                text = "a wrong answer"
+            except Exception as exc:
                 ok = False
+                text = f"{type(exc).__name__}: {exc}"[:160].replace("\n", " ")
+            if not ok and errors is not None and len(errors) < 3:
+                errors.append(text)
             if ok:
                 latencies.append(time.perf_counter() - started)
             else:
@@ -146,12 +162,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--core", default=None,
                    help="CPU list the targets are pinned to (default: the last CPU; 'none': no pinning)")
     p.add_argument("--log-level", default="INFO", help="the gateway's log level (INFO: one access line a call)")
+    p.add_argument("--transports", default="direct,aiohttp",
+                   help="this gateway's Anthropic http_transport(s), one row each (direct,aiohttp)")
     p.add_argument("--baseline", metavar="REF",
                    help="also run the gateway as of git REF, or from a directory holding a copy (before/after)")
+    p.add_argument("--baseline-transport", default="aiohttp",
+                   help="the baseline's http_transport (aiohttp: releases before `direct` know no other)")
+    p.add_argument("--latency", type=float, default=0.05,
+                   help="the upstream's answer time in the latency phase, seconds (0.05; 0: no latency phase)")
+    p.add_argument("--latency-calls", type=int, default=800,
+                   help="calls per target, caller count and latency round (800)")
+    p.add_argument("--latency-rounds", type=int, default=2, help="interleaved latency rounds (2)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: --calls 1500 --rounds 2 --warmup 500 --latency-calls 200 --latency-rounds 1")
     p.add_argument("--no-portkey", action="store_true", help="skip the Portkey row")
+    p.add_argument("--no-streams", action="store_true", help="skip the gateway's Anthropic stream row")
+    p.add_argument("--no-bedrock", action="store_true", help="skip the gateway's Bedrock rows (unary and stream)")
     p.add_argument("--budget", type=float, default=150.0, help="seconds the measured phases may take in all (150)")
     p.add_argument("--output", type=Path, default=REPO / "bench" / "results-peers.json")
     args = p.parse_args(argv)
+    if args.quick:
+        args.calls, args.rounds, args.warmup, args.latency_calls, args.latency_rounds = 1500, 2, 500, 200, 1
     if args.core is None:
         cpus = sorted(os.sched_getaffinity(0))
         args.core = str(cpus[-1]) if len(cpus) > 1 else None
@@ -184,12 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(Target("floor", "bare grpc.aio echo (floor)",
                               Proc("floor", pinned(args.core, [python, "-m", "bench.echo_server"]), cwd=REPO,
                                    env=env, log_path=tmp / "floor.log", port_from="stdout"), "grpc"))
-        scenario = _Scenario("b", "anthropic SDK, aiohttp", "anthropic", "aiohttp", args.log_level.upper())
-        gateways = [("gateway", "this gateway, Anthropic SDK (aiohttp)", env)]
+        level = args.log_level.upper()
+        gateways = [("gateway" if i == 0 else f"gateway-{t}", f"this gateway, Anthropic {TRANSPORTS[t]}", env, t)
+                    for i, t in enumerate(args.transports.split(","))]
         if args.baseline:
             tree = baseline_tree(args.baseline, tmp / "baseline")
-            gateways.append(("baseline", f"this gateway as of {args.baseline}", {**env, "PYTHONPATH": str(tree)}))
-        for key, title, genv in gateways:
+            gateways.append(("baseline", f"this gateway as of {args.baseline}, {TRANSPORTS[args.baseline_transport]}",
+                             {**env, "PYTHONPATH": str(tree)}, args.baseline_transport))
+        for key, title, genv, transport in gateways:
+            scenario = _Scenario("b", "anthropic", "anthropic", transport, level)
             config = tmp / f"{key}.yaml"
             config.write_text(json.dumps(gateway_config(scenario, up)))
             announces = scenario.log_level in ("DEBUG", "INFO")
@@ -197,6 +231,21 @@ def main(argv: list[str] | None = None) -> int:
                         env=genv, log_path=tmp / f"{key}.log", port_from="log" if announces else "proc",
                         port_pattern=STARTED_RE)
             targets.append(Target(key, f"{title}, {scenario.log_level} log", proc, "grpc"))
+        if not args.no_streams:  # the Anthropic gateway's streams: the same process, GenerateStream
+            first = next(t for t in targets if t.key == "gateway")
+            targets.append(Target("gateway-stream", f"{first.title}, GenerateStream ({STREAM_DELTAS} deltas)",
+                                  first.proc, "grpc-stream"))
+        if not args.no_bedrock:
+            scenario = _Scenario("e", "bedrock", "bedrock", "aiobotocore", level)
+            config = tmp / "bedrock.yaml"
+            config.write_text(json.dumps(gateway_config(scenario, up)))
+            proc = Proc("bedrock", pinned(args.core, [python, "-m", "gateway_server", "--config", str(config)]),
+                        cwd=tmp, env=env, log_path=tmp / "bedrock.log",
+                        port_from="log" if level in ("DEBUG", "INFO") else "proc", port_pattern=STARTED_RE)
+            title = f"this gateway, Bedrock (aiobotocore), {level} log"
+            targets.append(Target("bedrock", title, proc, "grpc"))
+            targets.append(Target("bedrock-stream", f"{title}, GenerateStream ({STREAM_DELTAS} deltas)", proc,
+                                  "grpc-stream"))
         if args.no_portkey:
             pass
         elif not PORTKEY_JS.exists() or shutil.which("node") is None:
@@ -208,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
                         port_from="proc")
             targets.append(Target("portkey", f"Portkey gateway {_portkey_version()} (Node {_node_version()})",
                                   proc, "http"))
-        wait_for_ports([t.proc for t in targets], timeout=60)
+        wait_for_ports(_procs(targets), timeout=60)
         rss_start = {t.key: t.rss_mb() for t in targets}
         if rest:
             os.sched_setaffinity(0, rest)  # the load client stays off the targets' core
-        asyncio.run(_measure(targets, args, up))
+        latency = asyncio.run(_measure(targets, args, up))
         rss_end = {t.key: t.rss_mb() for t in targets}
     except KeyboardInterrupt:
         print("interrupted: stopping the processes", file=sys.stderr)
@@ -221,28 +270,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.peers: {exc}", file=sys.stderr)
         return 1
     finally:
-        stop_all([*(t.proc for t in targets), *([upstream] if upstream else [])], timeout=5)
+        stop_all([*_procs(targets), *([upstream] if upstream else [])], timeout=5)
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = [_row(t, args, rss_start, rss_end) for t in targets]
     _add_ratios(rows)
+    _add_latency(rows, latency)
     result = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": "python -m bench.peers " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "targets_pinned_to": args.core,
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "settings": {"calls": args.calls, "rounds": args.rounds, "concurrency": args.concurrency, "warmup": args.warmup,
-                     "log_level": args.log_level},
+                     "log_level": args.log_level, "latency_s": args.latency, "latency_calls": args.latency_calls,
+                     "latency_rounds": args.latency_rounds},
         "results": rows,
+        "latency_direct": {n: {"p50_ms": (percentile(sorted(v), 50) or 0) * 1000,
+                               "p99_ms": (percentile(sorted(v), 99) or 0) * 1000, "calls": len(v)}
+                           for n, v in latency.get("direct", {}).items()},
     }
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(table(rows))
+    if latency:
+        print()
+        print(latency_table(rows, latency, args.latency))
     print(f"\n{os.cpu_count()} CPUs, targets pinned to CPU {args.core}, load average {load_before[0]:.2f} before / "
           f"{os.getloadavg()[0]:.2f} after; {args.calls} calls per target in {args.rounds} interleaved rounds, "
           f"{args.concurrency} closed-loop callers. CPU ms/call: median of the rounds. JSON: {args.output}")
     for note in notes:
         print(note)
+    for t in targets:
+        for text in t.error_samples:
+            print(f"error, {t.title}: {text}")
     return 1 if any(r.get("failed") or r["errors"] for r in rows) else 0
+
+
+def _procs(targets: list[Target]) -> list[Proc]:
+    """Each process once (a gateway's unary and stream rows share it)."""
+    return list({id(t.proc): t.proc for t in targets}.values())
 
 
 def _portkey_version() -> str:
@@ -259,7 +324,8 @@ def _node_version() -> str:
         return "?"
 
 
-async def _measure(targets: list[Target], args: argparse.Namespace, upstream_port: int | None) -> None:
+async def _measure(targets: list[Target], args: argparse.Namespace,
+                   upstream_port: int | None) -> dict[str, dict[int, list[float]]]:
     import aiohttp
     import grpc
 
@@ -268,14 +334,29 @@ async def _measure(targets: list[Target], args: argparse.Namespace, upstream_por
 
     request = pb.GenerateRequest(messages=[pb.Message(role=pb.ROLE_USER, content=PROMPT)], max_tokens=64)
     channels: list[grpc.aio.Channel] = []
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency),
+    # Enough connections for the latency phase's 64 callers too (else they queue for one in this client).
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(args.concurrency, *LATENCY_CALLERS)),
                                     timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
     headers = {"content-type": "application/json", "x-api-key": FAKE_API_KEY, "anthropic-version": "2023-06-01",
                "x-portkey-provider": "anthropic",
                "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1"}
     try:
         for t in targets:
-            if t.kind == "grpc":
+            if t.kind == "grpc-stream":
+                channel = grpc.aio.insecure_channel(f"127.0.0.1:{t.proc.port}")
+                channels.append(channel)
+                stub = pb_grpc.ModelGatewayStub(channel)
+
+                async def stream_call(stub: Any = stub) -> bool:
+                    deltas = ends = 0
+                    async for event in stub.GenerateStream(request, timeout=CALL_TIMEOUT):
+                        kind = event.WhichOneof("event")
+                        deltas += kind == "delta"
+                        ends += kind == "end"
+                    return deltas == STREAM_DELTAS and ends == 1
+
+                t.call = stream_call
+            elif t.kind == "grpc":
                 channel = grpc.aio.insecure_channel(f"127.0.0.1:{t.proc.port}")
                 channels.append(channel)
                 stub = pb_grpc.ModelGatewayStub(channel)
@@ -315,7 +396,7 @@ async def _measure(targets: list[Target], args: argparse.Namespace, upstream_por
                 # Warm-up at the measured concurrency (connection pools full, caches hot), then measure.
                 await closed_loop(t.call, max(args.concurrency * 4, per_round // 5), args.concurrency, cap / 4)
                 c0 = t.cpu()
-                lat, failed, wall = await closed_loop(t.call, per_round, args.concurrency, cap)
+                lat, failed, wall = await closed_loop(t.call, per_round, args.concurrency, cap, t.error_samples)
                 c1 = t.cpu()
                 made = len(lat) + failed
                 t.errors += failed
@@ -323,10 +404,90 @@ async def _measure(targets: list[Target], args: argparse.Namespace, upstream_por
                 if made:
                     t.rounds.append({"calls": made, "ok": len(lat), "wall_s": wall, "calls_per_s": len(lat) / wall,
                                      "cpu_ms_per_call": (c1 - c0) * 1000 / made})
+        if args.latency > 0:
+            upstream = f"http://127.0.0.1:{upstream_port}"
+
+            async def direct_call() -> bool:
+                async with session.post(f"{upstream}/v1/messages", data=HTTP_BODY, headers=headers) as resp:
+                    body = await resp.read()
+                return resp.status == 200 and bool(json.loads(body)["content"][0]["text"] == EXPECTED_CONTENT)
+
+            anthropic = [t for t in live
+                         if t.key.startswith(("gateway", "baseline", "portkey")) and t.kind != "grpc-stream"]
+            return await _latency_phase(session, upstream, direct_call, anthropic, args)
+        return {}
     finally:
         await session.close()
         for channel in channels:
             await channel.close()
+
+
+async def _latency_phase(session: Any, upstream: str, direct_call: Callable[[], Awaitable[bool]],
+                         targets: list[Target], args: argparse.Namespace) -> dict[str, dict[int, list[float]]]:
+    """Latencies (s) by target key ("direct": the upstream called directly) and caller count, the upstream
+    answering after ``args.latency`` s; rounds interleaved, pooled."""
+    async with session.put(f"{upstream}/bench/latency", data=str(args.latency).encode()) as resp:
+        resp.raise_for_status()
+    calls: list[tuple[str, str, Callable[[], Awaitable[bool]]]] = [("direct", "the upstream, called directly",
+                                                                    direct_call)]
+    calls += [(t.key, t.title, t.call) for t in targets if t.call is not None]
+    out: dict[str, dict[int, list[float]]] = {key: {n: [] for n in LATENCY_CALLERS} for key, _, _ in calls}
+    errors: dict[str, int] = {}
+    try:
+        for r in range(args.latency_rounds):
+            for callers in LATENCY_CALLERS:
+                for key, title, call in calls:
+                    print(f"latency round {r + 1}/{args.latency_rounds}, {callers} callers: {title}",
+                          file=sys.stderr, flush=True)
+                    await closed_loop(call, callers * 2, callers, 30)  # the pool at this concurrency
+                    lat, failed, _ = await closed_loop(call, args.latency_calls, callers, 120)
+                    out[key][callers] += lat
+                    errors[key] = errors.get(key, 0) + failed
+    finally:
+        async with session.put(f"{upstream}/bench/latency", data=b"0") as resp:
+            resp.raise_for_status()
+    for key, failed in errors.items():
+        if failed:
+            print(f"latency phase: {failed} failed calls to {key}", file=sys.stderr)
+    return out
+
+
+def _add_latency(rows: list[dict[str, Any]], latency: dict[str, dict[int, list[float]]]) -> None:
+    direct = latency.get("direct")
+    if not direct:
+        return
+    base = {n: (percentile(sorted(v), 50), percentile(sorted(v), 99)) for n, v in direct.items()}
+    for r in rows:
+        mine = latency.get(r["key"])
+        if not mine:
+            continue
+        for n, values in mine.items():
+            p50, p99 = percentile(sorted(values), 50), percentile(sorted(values), 99)
+            if p50 is None or p99 is None or base[n][0] is None or base[n][1] is None:
+                continue
+            r[f"latency_{n}"] = {"p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "calls": len(values),
+                                 "delta_p50_ms": (p50 - base[n][0]) * 1000, "delta_p99_ms": (p99 - base[n][1]) * 1000}
+
+
+def latency_table(rows: list[dict[str, Any]], latency: dict[str, dict[int, list[float]]], seconds: float) -> str:
+    direct = latency.get("direct", {})
+    cells = []
+    for n in LATENCY_CALLERS:
+        values = sorted(direct.get(n, []))
+        p50, p99 = percentile(values, 50), percentile(values, 99)
+        cells.append(f"{n} callers: p50 {_fmt(p50 and p50 * 1000, 1)} / p99 {_fmt(p99 and p99 * 1000, 1)} ms")
+    lines = [f"Upstream answering after {seconds * 1000:g} ms; called directly: {'; '.join(cells)}.", "",
+             "| target | Δp50 / Δp99 ms, 16 callers | Δp50 / Δp99 ms, 64 callers |",
+             "| --- | ---: | ---: |"]
+    for r in rows:
+        if "latency_16" not in r and "latency_64" not in r:
+            continue
+        out = []
+        for n in LATENCY_CALLERS:
+            d = r.get(f"latency_{n}")
+            out.append(f"{d['delta_p50_ms']:.1f} / {d['delta_p99_ms']:.1f}" if d else "—")
+        lines.append(f"| {r['title']} | {out[0]} | {out[1]} |")
+    return "\n".join(lines)
 
 
 def _row(t: Target, args: argparse.Namespace, rss_start: dict[str, float | None],
@@ -351,6 +512,8 @@ def _row(t: Target, args: argparse.Namespace, rss_start: dict[str, float | None]
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
     by_key = {r["key"]: r for r in rows if r.get("cpu_ms_per_call")}
     for r in rows:
+        if r["key"].endswith("-stream"):  # a stream's CPU is not comparable with a unary call's
+            continue
         for ref in ("portkey", "floor"):
             base = by_key.get(ref)
             if base is not None and r.get("cpu_ms_per_call"):

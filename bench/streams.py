@@ -2,7 +2,8 @@
 
 A fake streaming upstream (``python -m bench.streams --serve``: aiohttp's low-level server, one fixed
 SSE stream of ``--chunks`` text deltas, pre-encoded, optionally ``--gap-ms`` apart) stands in for the
-Messages API. Measured, with the gateway (Anthropic provider, SDK, aiohttp) pinned like bench.peers:
+Messages API. Measured, with the gateway (Anthropic provider; one row per --transports entry: direct,
+the default, and the SDK's aiohttp transport) pinned like bench.peers:
 
   TTFT overhead   time to the first text delta through the gateway (gRPC GenerateStream) minus the same
                   straight from the upstream (aiohttp, SSE), one stream at a time; medians
@@ -30,6 +31,8 @@ from typing import Any
 from bench.common import MODEL
 
 EVENT = "event: {name}\ndata: {data}\n\n"
+MOCK = "gateway, mock provider"
+TRANSPORTS = {"direct": "direct aiohttp", "aiohttp": "SDK, aiohttp", "httpx": "SDK, httpx"}
 
 
 def sse_body(chunks: int) -> tuple[bytes, list[bytes]]:
@@ -92,7 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--open", type=int, default=64, help="streams held open at once for the RSS figure (64)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--core", default=None, help="CPU list the gateways are pinned to (default: the last CPU)")
+    p.add_argument("--transports", default="direct,aiohttp",
+                   help="the Anthropic http_transport(s) of this tree's gateway, one row each (direct,aiohttp)")
+    p.add_argument("--no-mock", action="store_true",
+                   help="skip the mock-provider gateway's TTFT (the gateway's streaming floor)")
     p.add_argument("--baseline", metavar="REF", help="also run the gateway as of git REF")
+    p.add_argument("--baseline-transport", default="aiohttp",
+                   help="the baseline's http_transport (aiohttp: releases before `direct` know no other)")
     p.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results-streams.json")
     args = p.parse_args(argv)
     if args.core is None:
@@ -134,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                     cwd=REPO, env=env, log_path=tmp / "slow.log", port_from="stdout")
         procs += [fast, slow]
         wait_for_ports(procs, timeout=20)
-        scenario = Scenario("b", "anthropic SDK, aiohttp", "anthropic", "aiohttp", "INFO")
-        trees = [("gateway", env)]
+        trees = [(f"gateway, {TRANSPORTS[t]}", env, t) for t in args.transports.split(",")]
         if args.baseline:
-            trees.append((f"as of {args.baseline}", {**env, "PYTHONPATH": str(baseline_tree(args.baseline,
-                                                                                           tmp / "baseline"))}))
-        for name, genv in trees:
+            trees.append((f"as of {args.baseline}, {TRANSPORTS[args.baseline_transport]}",
+                          {**env, "PYTHONPATH": str(baseline_tree(args.baseline, tmp / "baseline"))},
+                          args.baseline_transport))
+        for name, genv, transport in trees:
+            scenario = Scenario("b", "anthropic", "anthropic", transport, "INFO")
             for upstream, suffix in ((fast, ""), (slow, " (slow upstream)")):
                 cfg = tmp / f"{len(gateways)}.yaml"
                 cfg.write_text(json.dumps(gateway_config(scenario, upstream.port)))
@@ -148,10 +158,16 @@ def main(argv: list[str] | None = None) -> int:
                             port_pattern=STARTED_RE)
                 gateways[name + suffix] = proc
                 procs.append(proc)
+        if not args.no_mock:  # the streaming floor: the same gateway with the mock provider, no upstream at all
+            cfg = tmp / "mock.yaml"
+            cfg.write_text(json.dumps(gateway_config(Scenario("a", "mock", "mock", None, "INFO"), None)))
+            gateways[MOCK] = Proc(MOCK, pinned(args.core, [python, "-m", "gateway_server", "--config", str(cfg)]),
+                                  cwd=tmp, env=env, log_path=tmp / "mock.log", port_from="log", port_pattern=STARTED_RE)
+            procs.append(gateways[MOCK])
         wait_for_ports(list(gateways.values()), timeout=60)
         if rest:
             os.sched_setaffinity(0, rest)
-        result = asyncio.run(_measure(args, fast.port, gateways, [n for n, _ in trees]))
+        result = asyncio.run(_measure(args, fast.port, gateways, [n for n, _, _ in trees]))
     except KeyboardInterrupt:
         return 130
     except StartError as exc:
@@ -172,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"| {r['cpu_ms_per_stream']:.2f} | {r['cpu_us_per_chunk']:.0f} "
                      f"| {r['rss_mb_start']:.0f} → {r['rss_mb_open']:.0f} |")
     print("\n".join(lines))
+    if result.get("mock_ttft_ms") is not None:
+        print(f"\nThe streaming floor: TTFT through the gateway with the mock provider (no upstream, no HTTP): "
+              f"{result['mock_ttft_ms']:.2f} ms (median).")
     print(f"\n{os.cpu_count()} CPUs, gateways pinned to CPU {args.core}, load average {load_before[0]:.2f} before / "
           f"{os.getloadavg()[0]:.2f} after; medians of {args.rounds} interleaved rounds. JSON: {args.output}")
     return 0 if not result["errors"] else 1
@@ -228,6 +247,7 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
     per: dict[str, dict[str, list[float]]] = {n: {"ttft": [], "direct": [], "cpu_stream": [], "cpu_chunk": []}
                                               for n in names}
     rss_start = {n: _rss_mb(gateways[n + " (slow upstream)"].pid) for n in names}
+    mock_ttft: list[float] = []
     try:
         for name in names:  # warm-up: connection pools and caches
             for _ in range(20):
@@ -240,6 +260,8 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
                 for _ in range(args.ttft_calls):  # sequential, direct and gateway alternating
                     per[name]["direct"].append(await direct_ttft())
                     await gateway_stream(stub, per[name]["ttft"])
+                    if MOCK in stubs and name == names[0]:
+                        await gateway_stream(stubs[MOCK], mock_ttft)
                 delivered = 0
 
                 async def one(stub: Any = stub) -> bool:
@@ -282,6 +304,7 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
             "rss_mb_start": rss_start[name], "rss_mb_open": rss_open[name],
         }
     out["errors"] = errors
+    out["mock_ttft_ms"] = statistics.median(mock_ttft) * 1000 if mock_ttft else None
     return out
 
 

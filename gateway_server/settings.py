@@ -77,7 +77,8 @@ class AnthropicProviderConfig(ProviderSettings):
     base_url: str | None = None
     api_key: SecretStr | None = None  # used when GATEWAY_ANTHROPIC_API_KEY is unset
     max_connections: int = Field(100, ge=1)
-    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    # direct: one aiohttp session with the SDK's headers and errors; aiohttp, httpx: the SDK's own transports.
+    http_transport: Literal["direct", "aiohttp", "httpx"] = "direct"
 
 
 class BedrockProviderConfig(ProviderSettings):
