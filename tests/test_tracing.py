@@ -120,8 +120,10 @@ async def test_fallback_call_continues_the_callers_trace(spans, emulators) -> No
     assert server.start_time <= first.start_time <= first.end_time <= second.start_time  # type: ignore[operator]
     assert second.end_time <= server.end_time  # type: ignore[operator]
     # no prompt or completion text anywhere
-    dumped = json.dumps([dict(s.attributes or {}) for s in finished], default=str)
-    assert "25 + 75" not in dumped and "100" not in dumped.replace(str(response.usage.input_tokens), "")
+    texts = [str(v) for s in finished for k, v in (s.attributes or {}).items()
+             if not isinstance(v, int | float) and k != "gateway.request_id"]  # a random id may hold "100"
+    assert not any("25 + 75" in t or "100" in t for t in texts), texts
+    assert not any(k.endswith("messages") for s in finished for k in (s.attributes or {}))
 
 
 async def test_failed_stream_and_content_option(spans) -> None:
