@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--calls N] [--concurrency C] [--scenarios a,b,c,d,e,f,g] [--log-levels INFO,WARNING]``
+"""``python -m bench [--quick] [--calls N] [--concurrency C] [--scenarios a,b,c,d,e,f,g,h,i] [--log-levels INFO,WARNING]``
 
 Scenarios (each gateway a separate ``python -m gateway_server --config <tmp yaml>`` process):
 
@@ -9,8 +9,10 @@ Scenarios (each gateway a separate ``python -m gateway_server --config <tmp yaml
   e  bedrock provider (aiobotocore), Converse against the fake upstream
   f  bedrock provider, GenerateStream (ConverseStream, 20 text deltas) read to the end
   g  anthropic provider (aiohttp), GenerateStream (20 text deltas) read to the end
+  h  anthropic provider, the direct transport (the default: aiohttp with the SDK's headers and errors)
+  i  anthropic provider, direct transport, GenerateStream (20 text deltas) read to the end
 
-a, b, c, e, f and g run once per log level (INFO: one line per request, to a log file; WARNING: none).
+a, b, c, e, f, g, h and i run once per log level (INFO: one line per request, to a log file; WARNING: none).
 Prints a Markdown table and writes JSON (bench/results.json; bench/results-quick.json with --quick).
 """
 
@@ -42,9 +44,9 @@ FAKE_API_KEY = "sk-ant-bench-not-a-real-key"
 # Fake AWS credentials for the bedrock scenarios (the fake upstream checks no signature).
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "AKIDBENCHNOTREAL", "AWS_SECRET_ACCESS_KEY": "bench-not-a-real-secret"}
 BEDROCK_MODEL = "global.anthropic.claude-sonnet-5-5"
-SCENARIOS = ("a", "b", "c", "d", "e", "f", "g")
+SCENARIOS = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 # Relative time one round of a scenario takes, before any has been measured (then: measured).
-PRIOR_WEIGHT = {"a": 1.0, "b": 3.5, "c": 5.0, "d": 0.8, "e": 6.0, "f": 12.0, "g": 8.0}
+PRIOR_WEIGHT = {"a": 1.0, "b": 3.5, "c": 5.0, "d": 0.8, "e": 6.0, "f": 12.0, "g": 8.0, "h": 2.0, "i": 5.0}
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ def plan(keys: list[str], levels: list[str]) -> list[Scenario]:
                                     level, stream=True))
             elif key == "g":
                 out.append(Scenario("g", "anthropic SDK, aiohttp, stream of 20 deltas", "anthropic", "aiohttp",
+                                    level, stream=True))
+            elif key == "h":
+                out.append(Scenario("h", "anthropic, direct transport (the default)", "anthropic", "direct", level))
+            elif key == "i":
+                out.append(Scenario("i", "anthropic, direct transport, stream of 20 deltas", "anthropic", "direct",
                                     level, stream=True))
     return out
 
