@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--calls N] [--concurrency C] [--scenarios a,b,c,d,e,f,g,h,i] [--log-levels INFO,WARNING]``
+"""``python -m bench [--quick] [--calls N] [--concurrency C] [--scenarios a,b,...,i] [--log-levels INFO,WARNING]``
 
 Scenarios (each gateway a separate ``python -m gateway_server --config <tmp yaml>`` process):
 
