@@ -11,6 +11,16 @@ the default, and the SDK's aiohttp transport) pinned like bench.peers:
   RSS             the gateway's resident memory at start, and with --open streams open at once
                   (the upstream holding each stream open between chunks)
 
+TTFT only, no CPU or RSS figures, measured in the same loop, interleaved with the first gateway row:
+
+  mock            the gateway with the mock provider: no upstream, no HTTP (the gateway's streaming path)
+  floor           bench/echo_server.py: a bare grpc.aio server whose GenerateStream yields the gateway's
+                  messages (StreamStart, --chunks fixed text deltas, StreamEnd) and does nothing else:
+                  what any grpc.aio server-streaming hop costs to the first delta on this machine
+  portkey         the Portkey gateway (bench.peers; node_modules from `make bench-peers`), POST
+                  /v1/messages "stream": true to the same upstream (x-portkey-custom-host), TTFT to the
+                  first content_block_delta; its overhead is its TTFT minus the direct TTFT
+
 With --baseline REF the gateway as of git REF runs beside it, interleaved (before/after in one run).
 """
 
@@ -32,6 +42,8 @@ from bench.common import MODEL
 
 EVENT = "event: {name}\ndata: {data}\n\n"
 MOCK = "gateway, mock provider"
+FLOOR = "bare grpc.aio streaming echo (the floor)"
+PORTKEY = "Portkey gateway"
 TRANSPORTS = {"direct": "direct aiohttp", "aiohttp": "SDK, aiohttp", "httpx": "SDK, httpx"}
 
 
@@ -99,6 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the Anthropic http_transport(s) of this tree's gateway, one row each (direct,aiohttp)")
     p.add_argument("--no-mock", action="store_true",
                    help="skip the mock-provider gateway's TTFT (the gateway's streaming floor)")
+    p.add_argument("--no-floor", action="store_true", help="skip the bare grpc.aio streaming echo's TTFT")
+    p.add_argument("--no-portkey", action="store_true", help="skip the Portkey gateway's TTFT")
     p.add_argument("--baseline", metavar="REF", help="also run the gateway as of git REF")
     p.add_argument("--baseline-transport", default="aiohttp",
                    help="the baseline's http_transport (aiohttp: releases before `direct` know no other)")
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import shutil
 
-    from bench.peers import baseline_tree, other_cores, pinned
+    from bench.peers import PORTKEY_DIR, PORTKEY_JS, baseline_tree, other_cores, pinned
     from bench.procs import Proc, StartError, stop_all, wait_for_ports
     from bench.run import REPO, STARTED_RE, Scenario, child_env, gateway_config
 
@@ -164,6 +178,21 @@ def main(argv: list[str] | None = None) -> int:
             gateways[MOCK] = Proc(MOCK, pinned(args.core, [python, "-m", "gateway_server", "--config", str(cfg)]),
                                   cwd=tmp, env=env, log_path=tmp / "mock.log", port_from="log", port_pattern=STARTED_RE)
             procs.append(gateways[MOCK])
+        if not args.no_floor:
+            gateways[FLOOR] = Proc(FLOOR, pinned(args.core, [python, "-m", "bench.echo_server", "--chunks",
+                                                            str(args.chunks)]),
+                                   cwd=REPO, env=env, log_path=tmp / "floor.log", port_from="stdout")
+            procs.append(gateways[FLOOR])
+        if args.no_portkey:
+            pass
+        elif not PORTKEY_JS.exists() or shutil.which("node") is None:
+            print(f"bench.streams: Portkey skipped: {PORTKEY_JS} or node not found (make bench-peers installs it)",
+                  file=sys.stderr)
+        else:
+            gateways[PORTKEY] = Proc(PORTKEY, pinned(args.core, ["node", str(PORTKEY_JS), "--port=0", "--headless"]),
+                                     cwd=PORTKEY_DIR, env={**env, "NODE_ENV": "production"},
+                                     log_path=tmp / "portkey.log", port_from="proc")
+            procs.append(gateways[PORTKEY])
         wait_for_ports(list(gateways.values()), timeout=60)
         if rest:
             os.sched_setaffinity(0, rest)
@@ -188,9 +217,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"| {r['cpu_ms_per_stream']:.2f} | {r['cpu_us_per_chunk']:.0f} "
                      f"| {r['rss_mb_start']:.0f} → {r['rss_mb_open']:.0f} |")
     print("\n".join(lines))
-    if result.get("mock_ttft_ms") is not None:
-        print(f"\nThe streaming floor: TTFT through the gateway with the mock provider (no upstream, no HTTP): "
-              f"{result['mock_ttft_ms']:.2f} ms (median).")
+    extra = result["ttft_only"]
+    if extra:
+        print(f"\n| TTFT only (interleaved with {result['ttft_only_beside']}) | TTFT ms | TTFT overhead ms |\n"
+              "| --- | ---: | ---: |")
+        for name, r in extra.items():
+            print(f"| {name} | {r['ttft_ms']:.2f} | {r['ttft_overhead_ms']:.2f} |")
+        print("(mock and floor have no upstream: their whole TTFT is overhead; Portkey: minus the direct TTFT "
+              f"measured beside it, {result['ttft_only_direct_ms']:.2f} ms)")
+    for note in result["notes"]:
+        print(note)
     print(f"\n{os.cpu_count()} CPUs, gateways pinned to CPU {args.core}, load average {load_before[0]:.2f} before / "
           f"{os.getloadavg()[0]:.2f} after; medians of {args.rounds} interleaved rounds. JSON: {args.output}")
     return 0 if not result["errors"] else 1
@@ -221,15 +257,21 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
     url = f"http://127.0.0.1:{upstream_port}/v1/messages"
     errors = 0
 
-    async def direct_ttft() -> float:
+    async def direct_ttft(url: str = url, headers: dict[str, str] = headers) -> float:
         started = time.perf_counter()
         first = 0.0
         async with session.post(url, data=body, headers=headers) as resp:
             async for line in resp.content:
                 if not first and line.startswith(b"data:") and b'"text_delta"' in line:
                     first = time.perf_counter() - started
+        if not first:
+            raise RuntimeError(f"no text delta from {url} (HTTP {resp.status})")
         return first
 
+    portkey = gateways.pop(PORTKEY, None)
+    portkey_url = f"http://127.0.0.1:{portkey.port}/v1/messages" if portkey else ""
+    portkey_headers = {**headers, "x-portkey-provider": "anthropic",
+                       "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1"}
     channels = {name: grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for name, p in gateways.items()}
     stubs = {name: pb_grpc.ModelGatewayStub(ch) for name, ch in channels.items()}
 
@@ -243,16 +285,32 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
                 chunks += 1
         return chunks
 
-    out: dict[str, Any] = {"targets": {}, "errors": 0}
     per: dict[str, dict[str, list[float]]] = {n: {"ttft": [], "direct": [], "cpu_stream": [], "cpu_chunk": []}
                                               for n in names}
     rss_start = {n: _rss_mb(gateways[n + " (slow upstream)"].pid) for n in names}
-    mock_ttft: list[float] = []
+    # TTFT-only targets, each measured right after the first gateway row's pair (direct, gateway)
+    out: dict[str, Any] = {"targets": {}, "errors": 0}
+    only: dict[str, Any] = {n: (lambda stub=stubs[n]: gateway_stream(stub, [])) for n in (MOCK, FLOOR) if n in stubs}
+    if portkey:
+        only[PORTKEY] = lambda: direct_ttft(portkey_url, portkey_headers)
+    only_ttft: dict[str, list[float]] = {n: [] for n in only}
+    out["notes"] = []
     try:
+        if portkey:
+            try:
+                await direct_ttft(portkey_url, portkey_headers)
+            except (RuntimeError, aiohttp.ClientError) as exc:
+                # Portkey 1.15.2 on Node answers every stream through /v1/messages with HTTP 500
+                # ("TypeError: immutable" in updateHeaders; Portkey-AI/gateway issues 1389, 1550).
+                out["notes"].append(f"Portkey skipped: {exc}")
+                del only[PORTKEY], only_ttft[PORTKEY]
         for name in names:  # warm-up: connection pools and caches
             for _ in range(20):
                 await gateway_stream(stubs[name])
                 await direct_ttft()
+        for _ in range(20):
+            for fn in only.values():
+                await fn()
         for r in range(args.rounds):
             for name in names:
                 print(f"round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
@@ -260,8 +318,12 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
                 for _ in range(args.ttft_calls):  # sequential, direct and gateway alternating
                     per[name]["direct"].append(await direct_ttft())
                     await gateway_stream(stub, per[name]["ttft"])
-                    if MOCK in stubs and name == names[0]:
-                        await gateway_stream(stubs[MOCK], mock_ttft)
+                    if name == names[0]:
+                        for n in only:
+                            if n == PORTKEY:
+                                only_ttft[n].append(await direct_ttft(portkey_url, portkey_headers))
+                            else:
+                                await gateway_stream(stubs[n], only_ttft[n])
                 delivered = 0
 
                 async def one(stub: Any = stub) -> bool:
@@ -304,7 +366,14 @@ async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways
             "rss_mb_start": rss_start[name], "rss_mb_open": rss_open[name],
         }
     out["errors"] = errors
-    out["mock_ttft_ms"] = statistics.median(mock_ttft) * 1000 if mock_ttft else None
+    direct0 = out["targets"][names[0]]["ttft_direct_ms"]
+    out["ttft_only_beside"], out["ttft_only_direct_ms"] = names[0], direct0
+    out["ttft_only"] = {}
+    for n, samples in only_ttft.items():
+        ttft = statistics.median(samples) * 1000
+        out["ttft_only"][n] = {"ttft_ms": ttft, "ttft_overhead_ms": ttft - direct0 if n == PORTKEY else ttft,
+                               "samples": len(samples)}
+    out["mock_ttft_ms"] = out["ttft_only"][MOCK]["ttft_ms"] if MOCK in out["ttft_only"] else None
     return out
 
 
