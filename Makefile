@@ -9,8 +9,9 @@ STAMP   := $(VENV)/.install-stamp
 # GATEWAY_CONFIG=path make run uses that file (CONFIG=path too).
 CONFIG  ?= $(or $(GATEWAY_CONFIG),config/gateway.yaml)
 PYTEST_ARGS ?=
-# make test's pytest-xdist workers (PYTEST_WORKERS=0: one process, no xdist).
-PYTEST_WORKERS ?= 2
+# make test's pytest-xdist workers: 3 on 2 cores, as most test time waits on timeouts and other
+# processes (PYTEST_WORKERS=0: one process, no xdist).
+PYTEST_WORKERS ?= 3
 
 .PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps codegen-check \
 	bench-deps bench-serving image deploy-check deploy-checkov test-deps bench-peers
