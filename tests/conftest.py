@@ -35,12 +35,12 @@ for _var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 # each of those would parse botocore's service models (~0.1 s) and load the system CA bundle into a
 # fresh SSL context (~0.05 s) again. In tests they share one loader (read-only data, cached per
 # loader anyway) and one default SSL context (verify on, no client certificate; the emulators are
-# plain HTTP). About a fifth of the suite's CPU time.
-botocore.session.create_loader = functools.lru_cache(maxsize=None)(botocore.session.create_loader)
+# plain HTTP). About 0.15 s of CPU per test gateway: a third of the suite's CPU time before.
+botocore.session.create_loader = functools.cache(botocore.session.create_loader)
 _default_ssl_context = httpcore2.default_ssl_context
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shared_ssl_context(trust_env: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     return _default_ssl_context(_trust_env=trust_env)
 
