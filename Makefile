@@ -9,6 +9,9 @@ STAMP   := $(VENV)/.install-stamp
 # GATEWAY_CONFIG=path make run uses that file (CONFIG=path too).
 CONFIG  ?= $(or $(GATEWAY_CONFIG),config/gateway.yaml)
 PYTEST_ARGS ?=
+# make test's pytest-xdist workers: 3 on 2 cores, as most test time waits on timeouts and other
+# processes (PYTEST_WORKERS=0: one process, no xdist).
+PYTEST_WORKERS ?= 3
 
 .PHONY: setup stubs run test demo lint bench soak clean node-deps contract-baseline codegen-deps codegen-check \
 	bench-deps bench-serving image deploy-check deploy-checkov test-deps bench-peers
@@ -40,7 +43,7 @@ run: setup
 	$(BIN)/python -m gateway_server --config $(CONFIG)
 
 test: setup node-deps test-deps
-	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Opt-in, not part of `make test`: the contract's code generation for Java, Kotlin, C#, C++,
 # Objective-C, PHP and Ruby (tests/contract/test_codegen.py), with Debian's gRPC plugins for the

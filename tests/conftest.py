@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import botocore.session
 import grpc
+import httpcore2
 import pytest
 
 from gateway_server.app import GatewayApp
@@ -26,6 +30,26 @@ os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 os.environ["GATEWAY_METRICS_PORT"] = "0"
 for _var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PROMETHEUS_MULTIPROC_DIR"):
     os.environ.pop(_var, None)
+
+# CPU, not behaviour: every test gateway builds its own Bedrock client and Anthropic SDK client, and
+# each of those would parse botocore's service models (~0.1 s) and load the system CA bundle into a
+# fresh SSL context (~0.05 s) again. In tests they share one loader (read-only data, cached per
+# loader anyway) and one default SSL context (verify on, no client certificate; the emulators are
+# plain HTTP). About 0.15 s of CPU per test gateway: a third of the suite's CPU time before.
+botocore.session.create_loader = functools.cache(botocore.session.create_loader)
+_default_ssl_context = httpcore2.default_ssl_context
+
+
+@functools.cache
+def _shared_ssl_context(trust_env: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    return _default_ssl_context(_trust_env=trust_env)
+
+
+def _cached_default_ssl_context(*, _trust_env: bool = True) -> ssl.SSLContext:
+    return _shared_ssl_context(_trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+httpcore2.default_ssl_context = _cached_default_ssl_context
 
 
 def mock_config(**overrides: Any) -> dict[str, Any]:
@@ -88,3 +112,23 @@ async def stub_for() -> AsyncIterator[Callable[[GatewayApp], Awaitable[pb_grpc.M
     yield make
     for channel in channels:
         await channel.close()
+
+
+# Under `make test` (pytest-xdist, --dist loadgroup) the tests that load both cores themselves — real
+# gateway processes under load, with timing or throughput bounds — run one after another on one
+# worker, never two of them at once.
+_LOAD_TESTS = (
+    "tests/test_soak.py::",
+    "tests/test_workers.py::",
+    "tests/test_load_shedding.py::test_past_the_cap",
+    "tests/limits/test_redis_shared.py::test_two_gateway_processes",
+    "tests/test_streaming.py::test_a_long_stream_keeps_gateway_memory_flat",
+    "tests/test_bedrock_transport.py::test_through_the_gateway_64_streams",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(_LOAD_TESTS):
+            item.add_marker(pytest.mark.xdist_group("load"))

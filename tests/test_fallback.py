@@ -337,7 +337,7 @@ async def test_a_deadline_shorter_than_a_hanging_provider(gateway_factory, stub_
         await stub.Generate(ask(), timeout=0.8)
     elapsed = time.monotonic() - started
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert elapsed < 0.8 + 0.1
+    assert elapsed < 0.8 + 1.0  # slack for a loaded machine; the provider hangs (timeout 60 s)
     other = bedrock_emu if first == "anthropic" else anthropic_emu
     assert other.model_calls == 0
     if first == "anthropic":  # the async SDK's connection is closed at once; boto3's thread gives up later

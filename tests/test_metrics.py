@@ -58,6 +58,17 @@ async def scrape(port: int) -> Samples:
             for s in family.samples]
 
 
+async def scrape_after_calls(port: int, calls: int) -> Samples:
+    """A scrape once the server has recorded the end of ``calls`` calls: it records a call's duration
+    after sending its status, so a caller can see the status first (seen on a loaded machine)."""
+    async with asyncio.timeout(10):
+        while True:
+            s = await scrape(port)
+            if value(s, "grpc_server_call_duration_seconds_count") >= calls:
+                return s
+            await asyncio.sleep(0.02)
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sum of the samples named ``name`` whose labels include ``labels``."""
     return sum(v for n, lbl, v in samples if n == name and all(lbl.get(k) == x for k, x in labels.items()))
@@ -119,7 +130,7 @@ async def test_scrape_after_fallbacks_errors_and_streams(gateway_factory, stub_f
     assert app.metrics_server is not None and app.metrics_server.port == metrics_port
     got = await traffic(await stub_for(app), a, b)
     fallback, plain, end = got["fallback"], got["plain"], got["end"]
-    s = await scrape(metrics_port)
+    s = await scrape_after_calls(metrics_port, 4)  # 3 Generate, 1 GenerateStream
 
     # gRFC A66
     assert value(s, "grpc_server_call_started_total", grpc_method=GENERATE) == 3

@@ -151,7 +151,7 @@ def test_the_shipped_defaults_leave_the_second_provider_its_whole_timeout() -> N
 async def test_a_black_holed_provider_is_ejected_skipped_and_brought_back_by_a_half_open_trial(
         clocked, anthropic_emu, bedrock_emu, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    app, stub, clock = await clocked(ejecting(anthropic_emu, bedrock_emu, anthropic={"timeout": 2}))
+    app, stub, clock = await clocked(ejecting(anthropic_emu, bedrock_emu, anthropic={"timeout": 1.2}))
     anthropic_emu.inject(Fault.hang(), times=None)
     for _ in range(2):
         response = await stub.Generate(ask(), timeout=10)
@@ -160,7 +160,7 @@ async def test_a_black_holed_provider_is_ejected_skipped_and_brought_back_by_a_h
     # Ejected: skipped at no cost.
     started = time.monotonic()
     response = await stub.Generate(ask(), timeout=10)
-    assert time.monotonic() - started < 1.5  # no 2 s provider timeout paid
+    assert time.monotonic() - started < 1.1  # no 1.2 s provider timeout paid
     assert outcomes(response) == [("anthropic", "PROVIDER_EJECTED"), ("bedrock", "ATTEMPT_OUTCOME_OK")]
     assert response.attempts[0].outcome == pb.ATTEMPT_OUTCOME_SKIPPED
     assert "ejected for another 30.0s" in response.attempts[0].message
@@ -247,8 +247,8 @@ async def test_a_timeout_cut_short_by_the_callers_deadline_does_not_eject(clocke
     cfg["fallback"]["fallback_order"] = ["anthropic", "mock"]
     app, stub, _clock = await clocked(cfg)
     anthropic_emu.inject(Fault.hang(), times=None)
-    for _ in range(3):  # each attempt gets half of a 4 s deadline, not anthropic's 30 s
-        response = await stub.Generate(ask(), timeout=4)
+    for _ in range(3):  # each attempt gets half of a 2 s deadline, not anthropic's 30 s
+        response = await stub.Generate(ask(), timeout=2)
         assert outcomes(response) == [("anthropic", "PROVIDER_TIMEOUT"), ("mock", "ATTEMPT_OUTCOME_OK")]
     assert app.health is not None and app.health.blocked_until("anthropic") is None
 
@@ -280,8 +280,9 @@ async def test_two_overloaded_providers_cost_at_most_six_upstream_requests(gatew
     app = await gateway_factory(shipped_config(anthropic_emu, bedrock_emu))
     anthropic_emu.inject(Fault.status(529), times=None)
     bedrock_emu.inject(Fault.status(503), times=None)  # ServiceUnavailableException
-    # The client's defaults (3 attempts), with the shipped config's example admin key (no limits).
-    async with GatewayClient(f"127.0.0.1:{app.port}", api_key="mgk_admin-local-only") as client:
+    # The client's defaults (3 attempts; waits of 10 ms instead of 1 s and 2 s), with the shipped config's
+    # example admin key (no limits).
+    async with GatewayClient(f"127.0.0.1:{app.port}", api_key="mgk_admin-local-only", retry_delay=0.01) as client:
         with pytest.raises(GatewayUnavailableError) as caught:
             await client.generate("What is 25 + 75?")
     assert caught.value.attempts == 3

@@ -191,7 +191,7 @@ async def test_gateway_timeout_fails_within_the_budget(
     with pytest.raises(GatewayError) as caught:
         await client.generate("What is 25 + 75?")
     elapsed = time.monotonic() - started
-    assert elapsed <= 0.7 + 0.1
+    assert elapsed <= 0.7 + 1.0  # slack for a loaded machine; the provider takes 5 s
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
 
 

@@ -217,7 +217,7 @@ async def test_the_budget_bounds_a_slow_gateway_stream(gateway_factory: Any, mak
     with pytest.raises(GatewayTimeoutError) as caught:
         async for _ in stream:
             pass
-    assert time.monotonic() - started <= 0.7 + 0.1
+    assert time.monotonic() - started <= 0.7 + 0.8  # slack for a loaded machine; the whole stream takes 3 s
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED and caught.value.attempts == 1
     assert stream.text.startswith("Mock")  # some pieces arrived before the budget ran out
     await until(lambda: app.providers["mock"].open_streams == 0)

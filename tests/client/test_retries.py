@@ -379,7 +379,7 @@ async def test_hanging_server_the_call_never_runs_past_its_budget(
     with pytest.raises(GatewayTimeoutError) as caught:
         await client.generate("hi")
     elapsed = time.monotonic() - started
-    assert elapsed <= 0.5 + 0.1
+    assert elapsed <= 0.5 + 1.0  # slack for a loaded machine; the server hangs for 5 s
     # the budget itself ran out: DEADLINE_EXCEEDED is not retried
     assert caught.value.attempts == 1 and not caught.value.retryable
     await asyncio.wait_for(fault.hang_cancelled.wait(), 2)

@@ -325,7 +325,7 @@ async def test_the_budget_bounds_a_hanging_stream(
     elapsed = time.monotonic() - started
     assert isinstance(err, GatewayTimeoutError) and err.code is C.DEADLINE_EXCEEDED
     assert not err.retryable and err.attempts == 1
-    assert 0.4 <= elapsed <= 0.5 + 0.1
+    assert 0.4 <= elapsed <= 0.5 + 1.5  # slack for a loaded machine; unbounded, the hang never ends
     assert kinds(events) == (["StreamStart", "ClientTextDelta"] if isinstance(step, Stall) else [])
     assert fault.count == 1 and fake_time.sleeps == []
     await asyncio.wait_for(fault.hang_cancelled.wait(), WAIT)
@@ -339,7 +339,7 @@ async def test_a_deadline_caps_the_stream(
     started = time.monotonic()
     events, err = await collect_until_error(client.stream("x", deadline=time.monotonic() + 0.4))
     assert isinstance(err, GatewayTimeoutError)
-    assert time.monotonic() - started <= 0.4 + 0.1
+    assert time.monotonic() - started <= 0.4 + 1.5  # slack for a loaded machine; uncapped: the 60 s timeout
     assert len(events) == 3
 
 
