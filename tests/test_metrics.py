@@ -338,7 +338,7 @@ async def test_count_tokens_is_not_a_model_call(gateway_factory, stub_for, metri
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.CountTokens(pb.CountTokensRequest(), timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    s = await scrape(metrics_port)
+    s = await scrape_after_calls(metrics_port, 2)
     count = "modelgateway.v1.ModelGateway/CountTokens"
     assert value(s, "grpc_server_call_duration_seconds_count", grpc_method=count) == 2
     assert value(s, "gen_ai_server_request_duration_seconds_count") == 0
