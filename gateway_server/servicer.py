@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ from gateway_server import __version__
 from gateway_server.auth import KeyRing, Scope, current_caller
 from gateway_server.errors import GatewayError
 from gateway_server.health import HealthMonitor
+from gateway_server.ids import new_id
 from gateway_server.limits import CallQuota, Limiter, MemoryBackend
 from gateway_server.limits.usage import usage_response
 from gateway_server.observe import CallObserver, CallRecord
@@ -67,7 +67,7 @@ def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str, str]
             traceparent = value
         elif key == "tracestate" and isinstance(value, str):
             tracestate = value
-    return request_id or uuid.uuid4().hex, traceparent, tracestate
+    return request_id or new_id(), traceparent, tracestate
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
