@@ -23,9 +23,18 @@ TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 JSON_RENAME = {"asctime": "time", "levelname": "level", "name": "logger"}
 
-__all__ = ["JSON_FORMAT", "TEXT_FORMAT", "configure_logging", "json_formatter", "stop_logging"]
+__all__ = ["JSON_FORMAT", "TEXT_FORMAT", "configure_logging", "json_formatter", "stop_logging", "structured"]
 
 _listener: logging.handlers.QueueListener | None = None
+# Whether log records' ``extra`` fields reach the output: only the JSON format writes them, so with
+# the text format the access log skips building them. True until configure_logging says otherwise
+# (a gateway embedded in another program's logging may have any formatter).
+_structured = True
+
+
+def structured() -> bool:
+    """True when the access log's ``extra`` fields may be written (JSON, or logging not configured here)."""
+    return _structured
 
 
 def json_formatter() -> logging.Formatter:
@@ -47,8 +56,9 @@ class _QueueHandler(logging.handlers.QueueHandler):
 
 def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
     """Root logging to ``stream`` (stderr) through a queue and a listener thread."""
-    global _listener
+    global _listener, _structured
     stop_logging()
+    _structured = fmt == "json"
     # One line per request is on the hot path: skip the caller/thread/process look-ups no format uses.
     logging._srcfile = None
     logging.logThreads = False
@@ -69,7 +79,8 @@ def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = Non
 
 def stop_logging() -> None:
     """Write what is queued and stop the listener thread (idempotent)."""
-    global _listener
+    global _listener, _structured
+    _structured = True
     if _listener is not None:
         listener, _listener = _listener, None
         listener.stop()

@@ -21,6 +21,7 @@ from gateway_server.health import HealthMonitor
 from gateway_server.ids import new_id
 from gateway_server.limits import CallQuota, Limiter, MemoryBackend
 from gateway_server.limits.usage import usage_response
+from gateway_server.logging_setup import structured
 from gateway_server.observe import CallObserver, CallRecord
 from gateway_server.pricing import PriceTable
 from gateway_server.providers import Provider, ProviderRequest
@@ -173,11 +174,14 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         if self._observer.record_content:
             call.output_text = r.content
         latency_ms = self._observer.finish(call) * 1000
-        fallback_note = f" (fallback from {result.attempts[0].provider})" if len(result.attempts) > 1 else ""
-        log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                 "path=%s cost_usd=%.6f caller=%s%s%s%s", request_id, result.provider, r.model, total, latency_ms,
-                 _path(result.attempts), cost, call.caller, _trace_suffix(call), _metadata_suffix(request.metadata),
-                 fallback_note, extra=self._observer.log_fields(call, latency_ms))
+        if log.isEnabledFor(logging.INFO):
+            attempts = result.attempts
+            fallback_note = f" (fallback from {attempts[0].provider})" if len(attempts) > 1 else ""
+            log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
+                     "path=%s cost_usd=%.6f caller=%s%s%s%s", request_id, result.provider, r.model, total,
+                     latency_ms, _path(attempts), cost, call.caller, _trace_suffix(call),
+                     _metadata_suffix(request.metadata), fallback_note,
+                     extra=self._observer.log_fields(call, latency_ms) if structured() else None)
         return pb.GenerateResponse(
             content=r.content, model=r.model, provider=result.provider,
             usage=usage,
@@ -242,11 +246,13 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                         if texts is not None:
                             call.output_text = "".join(texts)
                         latency_ms = self._observer.finish(call) * 1000
-                        log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                                 "first_token_ms=%.2f path=%s cost_usd=%.6f caller=%s%s%s", request_id,
-                                 head.provider, item.model, total, latency_ms, head.first_token_ms,
-                                 _path(head.attempts), cost, call.caller, _trace_suffix(call),
-                                 _metadata_suffix(request.metadata), extra=self._observer.log_fields(call, latency_ms))
+                        if log.isEnabledFor(logging.INFO):
+                            log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d "
+                                     "latency_ms=%.2f first_token_ms=%.2f path=%s cost_usd=%.6f caller=%s%s%s",
+                                     request_id, head.provider, item.model, total, latency_ms, head.first_token_ms,
+                                     _path(head.attempts), cost, call.caller, _trace_suffix(call),
+                                     _metadata_suffix(request.metadata),
+                                     extra=self._observer.log_fields(call, latency_ms) if structured() else None)
                         yield pb.GenerateStreamResponse(end=pb.StreamEnd(
                             finish_reason=item.finish_reason, stop_reason=item.stop_reason,
                             usage=usage,
