@@ -87,15 +87,22 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     floor = _median_us(targets[0])
-    print("| target (pinned to one core) | CPU µs/call (median) | over the floor | rounds |")
-    print("| --- | ---: | ---: | --- |")
+    ref = targets[2] if len(targets) > 2 else None  # the first baseline
+    print("| target (pinned to one core) | CPU µs/call (median) | over the floor | × first baseline, paired "
+          "| rounds |")
+    print("| --- | ---: | ---: | ---: | --- |")
     for t in targets:
         us = _median_us(t)
         rounds = ", ".join(f"{r['cpu_ms_per_call'] * 1000:.0f}" for r in t.rounds)
         over = "" if t is targets[0] or us is None or floor is None else f"{us - floor:+.0f}"
+        paired = ""
+        if ref is not None and t is not targets[0] and len(t.rounds) == len(ref.rounds) and t.rounds:
+            # The median over rounds of this round's ratio: a burst from elsewhere hits both alike.
+            ratios = [a["cpu_ms_per_call"] / b["cpu_ms_per_call"] for a, b in zip(t.rounds, ref.rounds, strict=True)]
+            paired = f"{statistics.median(ratios):.3f}"
         flag = f" ⚠ {t.errors} errors" if t.errors else ""
         flag += f" failed: {t.failed}" if t.failed else ""
-        print(f"| {t.title}{flag} | {'—' if us is None else f'{us:.0f}'} | {over} | {rounds} |")
+        print(f"| {t.title}{flag} | {'—' if us is None else f'{us:.0f}'} | {over} | {paired} | {rounds} |")
     print(f"\nload average {load_before[0]:.2f} before / {os.getloadavg()[0]:.2f} after; pinned to CPU {args.core}; "
           f"{args.calls} calls per target in {args.rounds} interleaved rounds, {args.concurrency} callers")
     return 1 if any(t.errors or t.failed for t in targets) else 0
