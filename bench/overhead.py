@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.peers import Target, _measure, baseline_tree, other_cores, pinned
 from bench.procs import Proc, StartError, stop_all, wait_for_ports
@@ -39,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log-level", default="INFO", help="the gateway's log level (INFO: one access line a call)")
     p.add_argument("--baseline", metavar="REF", action="append", default=[],
                    help="also run the gateway as of git REF or from a directory (repeatable)")
+    p.add_argument("--variant", metavar="NAME=JSON", action="append", default=[],
+                   help="also run this tree with JSON merged into its configuration (repeatable), e.g. "
+                        "'nocap={\"server\": {\"max_concurrent_calls\": 0}}'")
     p.add_argument("--budget", type=float, default=240.0, help="seconds the measured phases may take in all")
     args = p.parse_args(argv)
     if args.core is None:
@@ -61,18 +65,24 @@ def main(argv: list[str] | None = None) -> int:
                               Proc("floor", pinned(args.core, [python, "-m", "bench.echo_server"]), cwd=REPO,
                                    env=env, log_path=tmp / "floor.log", port_from="stdout"), "grpc"))
         scenario = _Scenario("a", "mock", "mock", None, args.log_level.upper())
-        gateways = [("gateway", "this tree", env)]
+        gateways: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [("gateway", "this tree", env, {})]
         for i, ref in enumerate(args.baseline):
             tree = baseline_tree(ref, tmp / f"baseline{i}")
-            gateways.append((f"baseline{i}", f"as of {ref}", {**env, "PYTHONPATH": str(tree)}))
-        for key, title, genv in gateways:
+            gateways.append((f"baseline{i}", f"as of {ref}", {**env, "PYTHONPATH": str(tree)}, {}))
+        for i, variant in enumerate(args.variant):
+            name, _, extra = variant.partition("=")
+            gateways.append((f"variant{i}", f"this tree, {name}", env, json.loads(extra)))
+        for key, title, genv, extra in gateways:
             config = tmp / f"{key}.yaml"
-            config.write_text(json.dumps(gateway_config(scenario, None)))
-            announces = scenario.log_level in ("DEBUG", "INFO")
+            settings = gateway_config(scenario, None)
+            for k, v in extra.items():
+                settings[k] = {**settings[k], **v} if isinstance(v, dict) and isinstance(settings.get(k), dict) else v
+            config.write_text(json.dumps(settings))
+            announces = str(settings["log_level"]).upper() in ("DEBUG", "INFO")
             proc = Proc(key, pinned(args.core, [python, "-m", "gateway_server", "--config", str(config)]), cwd=tmp,
                         env=genv, log_path=tmp / f"{key}.log", port_from="log" if announces else "proc",
                         port_pattern=STARTED_RE)
-            targets.append(Target(key, f"gateway (mock, {scenario.log_level}), {title}", proc, "grpc"))
+            targets.append(Target(key, f"gateway (mock, {settings['log_level']}), {title}", proc, "grpc"))
         wait_for_ports([t.proc for t in targets], timeout=60)
         if rest:
             os.sched_setaffinity(0, rest)

@@ -164,7 +164,9 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
             raise
         r = result.response
         await quota.settle(result.provider, r.model, r.input_tokens, r.output_tokens)
-        context.set_trailing_metadata(quota.trailers())
+        trailers = quota.trailers()
+        if trailers:
+            context.set_trailing_metadata(trailers)
         usage = _usage(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens)
         total = usage.total_tokens
         call.provider, call.attempts, call.finish_reason = result.provider, result.attempts, r.finish_reason
