@@ -138,7 +138,7 @@ def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = Non
     _listener = _BatchListener(records, handler)
     _listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [_QueueHandler(records)]  # type: ignore[arg-type]
+    root.handlers[:] = [_QueueHandler(records)]
     root.setLevel(level)
     # The SDKs' HTTP clients log request lines at INFO; keep them quiet unless debugging.
     for noisy in ("httpx", "httpx2", "botocore", "boto3", "urllib3", "anthropic", "aiohttp"):
