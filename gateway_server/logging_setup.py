@@ -6,7 +6,7 @@ caller, provider, model, input_tokens, output_tokens, cost_usd, latency_ms, atte
 
 The event loop never writes to stderr itself: records go through a ``QueueHandler`` to a listener
 thread that formats and writes them, in batches: it wakes for a record, lets the records of the next
-few milliseconds join it, and writes them with one ``flush``, so a busy gateway pays one thread
+20 milliseconds join it, and writes them with one ``flush``, so a busy gateway pays one thread
 wake-up and one system call per batch instead of per access log line.
 ``stop_logging()`` (at exit) drains it.
 """
@@ -31,7 +31,7 @@ JSON_RENAME = {"asctime": "time", "levelname": "level", "name": "logger"}
 
 __all__ = ["JSON_FORMAT", "TEXT_FORMAT", "configure_logging", "json_formatter", "stop_logging", "structured"]
 
-_BATCH_WAIT = 0.005  # seconds a woken listener lets more records join the batch
+_BATCH_WAIT = 0.02  # seconds a woken listener lets more records join the batch (a line is that late at most)
 _STOP = object()  # the sentinel stop_logging() queues
 
 _listener: _BatchListener | None = None
