@@ -139,7 +139,10 @@ class GatewayApp:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if self.metrics is not None:
             interceptors.append(GrpcMetricsInterceptor(self.metrics))
-        interceptors.append(AuthInterceptor(keys, scope))
+        # An open gateway (no API keys) has nothing to check: no interceptor. With none at all, grpc
+        # finds each call's handler without running an interceptor chain (a coroutine per interceptor).
+        if keys.enabled:
+            interceptors.append(AuthInterceptor(keys, scope))
         # No cap and no mTLS identity to record: no shedding interceptor, no per-call cost.
         if self.shedder.capacity or self.shedder.identity:
             interceptors.append(self.shedder)

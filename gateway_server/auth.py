@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import logging
 import os
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -31,6 +30,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from gateway_server.errors import GatewayError
+from gateway_server.ids import new_id
 from gateway_server.settings import BudgetSettings, GatewaySettings, LimitSettings
 from gateway_server.tls import caller_identity
 
@@ -181,7 +181,7 @@ def _metadata(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str]:
             token = value[7:].strip()
         elif key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
             request_id = value
-    return token, request_id or uuid.uuid4().hex
+    return token, request_id or new_id()
 
 
 def _abort_trailers(err: GatewayError, request_id: str) -> tuple[tuple[str, str | bytes], ...]:

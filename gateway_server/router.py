@@ -89,8 +89,9 @@ class Router:
         self._active_calls = 0
         self._active_retries = 0
         self.default_provider = self._effective_default(settings)
-        # The chain for each possible first provider, computed once.
+        # The chain for each possible first provider, computed once (and its providers, once each).
         self._chains = {name: self._chain(name) for name in providers}
+        self._distinct = {name: tuple(dict.fromkeys(chain)) for name, chain in self._chains.items()}
 
     def _effective_default(self, settings: GatewaySettings) -> str:
         default = settings.default_provider
@@ -252,11 +253,11 @@ class Router:
         failures: dict[str, ProviderError] = {}  # each provider's last failure, for the pushback
         tried = 0
         last = len(chain) - 1
-        alternatives = len({n for n in chain if self._providers[n].usable}) > 1
+        distinct = self._distinct[first]
         # Panic mode: when every provider of the chain is ejected, try them anyway (never strand traffic).
-        panic = self._all_blocked(chain)
+        panic = self._all_blocked(distinct)
         if panic:  # (with a single provider, ejection changes nothing: no need to shout)
-            log.log(logging.WARNING if alternatives else logging.DEBUG,
+            log.log(logging.WARNING if self._alternatives(distinct) else logging.DEBUG,
                     "PANIC: every provider of the chain %s is ejected; trying them anyway", ">".join(chain))
         for index, name in enumerate(chain):
             p = self._providers[name]
@@ -326,7 +327,9 @@ class Router:
             try:
                 while True:
                     remaining = None if deadline is None else deadline - loop.time()
-                    more = self._next_candidate(chain, index, model, first, tried, panic=panic) is not None
+                    # (only a deadline with a fallback reserve asks whether another provider follows)
+                    more = remaining is not None and self._reserve_ratio > 0 and self._next_candidate(
+                        chain, index, model, first, tried, panic=panic) is not None
                     timeout, limit = policy.attempt_limit(
                         base_timeout(p), remaining, margin=self._margin, reserve_ratio=self._reserve_ratio,
                         more_providers=more, min_attempt=self._min_attempt)
@@ -381,7 +384,8 @@ class Router:
                         errors.append(error)
                         attempts.append(self._failed(name, target_model, error, started, retries))
                         raise self._deadline_error(attempts, errors)
-                    wait = self._same_provider_wait(p, error, retries, deadline, loop.time(), alternatives)
+                    wait = self._same_provider_wait(p, error, retries, deadline, loop.time(),
+                                                    self._alternatives(distinct))
                     if wait is None:
                         break
                     if not self._budget_allows():
@@ -422,9 +426,19 @@ class Router:
                                           budget_percent=self._budget_percent,
                                           min_retry_concurrency=self._min_retry_concurrency)
 
-    def _all_blocked(self, chain: tuple[str, ...]) -> bool:
-        usable = [n for n in dict.fromkeys(chain) if self._providers[n].usable]
-        return bool(usable) and all(self._health.blocked_until(n) is not None for n in usable)
+    def _alternatives(self, distinct: tuple[str, ...]) -> bool:
+        """Whether the chain (``distinct``: its providers, each once) has more than one usable provider."""
+        return sum(1 for n in distinct if self._providers[n].usable) > 1
+
+    def _all_blocked(self, distinct: tuple[str, ...]) -> bool:
+        """Whether every usable provider of the chain (``distinct``) is ejected; False when none is usable."""
+        blocked = False
+        for n in distinct:
+            if self._providers[n].usable:
+                if self._health.blocked_until(n) is None:
+                    return False
+                blocked = True
+        return blocked
 
     def _next_candidate(self, chain: tuple[str, ...], index: int, model: str, first: str, tried: int, *,
                         panic: bool) -> str | None:

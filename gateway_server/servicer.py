@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -19,8 +18,10 @@ from gateway_server import __version__
 from gateway_server.auth import KeyRing, Scope, current_caller
 from gateway_server.errors import GatewayError
 from gateway_server.health import HealthMonitor
+from gateway_server.ids import new_id
 from gateway_server.limits import CallQuota, Limiter, MemoryBackend
 from gateway_server.limits.usage import usage_response
+from gateway_server.logging_setup import structured
 from gateway_server.observe import CallObserver, CallRecord
 from gateway_server.pricing import PriceTable
 from gateway_server.providers import Provider, ProviderRequest
@@ -67,7 +68,7 @@ def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str, str]
             traceparent = value
         elif key == "tracestate" and isinstance(value, str):
             tracestate = value
-    return request_id or uuid.uuid4().hex, traceparent, tracestate
+    return request_id or new_id(), traceparent, tracestate
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -163,7 +164,9 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
             raise
         r = result.response
         await quota.settle(result.provider, r.model, r.input_tokens, r.output_tokens)
-        context.set_trailing_metadata(quota.trailers())
+        trailers = quota.trailers()
+        if trailers:
+            context.set_trailing_metadata(trailers)
         usage = _usage(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens)
         total = usage.total_tokens
         call.provider, call.attempts, call.finish_reason = result.provider, result.attempts, r.finish_reason
@@ -173,11 +176,14 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
         if self._observer.record_content:
             call.output_text = r.content
         latency_ms = self._observer.finish(call) * 1000
-        fallback_note = f" (fallback from {result.attempts[0].provider})" if len(result.attempts) > 1 else ""
-        log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                 "path=%s cost_usd=%.6f caller=%s%s%s%s", request_id, result.provider, r.model, total, latency_ms,
-                 _path(result.attempts), cost, call.caller, _trace_suffix(call), _metadata_suffix(request.metadata),
-                 fallback_note, extra=self._observer.log_fields(call, latency_ms))
+        if log.isEnabledFor(logging.INFO):
+            attempts = result.attempts
+            fallback_note = f" (fallback from {attempts[0].provider})" if len(attempts) > 1 else ""
+            log.info("Generated response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
+                     "path=%s cost_usd=%.6f caller=%s%s%s%s", request_id, result.provider, r.model, total,
+                     latency_ms, _path(attempts), cost, call.caller, _trace_suffix(call),
+                     _metadata_suffix(request.metadata), fallback_note,
+                     extra=self._observer.log_fields(call, latency_ms) if structured() else None)
         return pb.GenerateResponse(
             content=r.content, model=r.model, provider=result.provider,
             usage=usage,
@@ -242,11 +248,13 @@ class ModelGatewayServicer(pb_grpc.ModelGatewayServicer):
                         if texts is not None:
                             call.output_text = "".join(texts)
                         latency_ms = self._observer.finish(call) * 1000
-                        log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d latency_ms=%.2f "
-                                 "first_token_ms=%.2f path=%s cost_usd=%.6f caller=%s%s%s", request_id,
-                                 head.provider, item.model, total, latency_ms, head.first_token_ms,
-                                 _path(head.attempts), cost, call.caller, _trace_suffix(call),
-                                 _metadata_suffix(request.metadata), extra=self._observer.log_fields(call, latency_ms))
+                        if log.isEnabledFor(logging.INFO):
+                            log.info("Streamed response: request_id=%s provider=%s model=%s tokens=%d "
+                                     "latency_ms=%.2f first_token_ms=%.2f path=%s cost_usd=%.6f caller=%s%s%s",
+                                     request_id, head.provider, item.model, total, latency_ms, head.first_token_ms,
+                                     _path(head.attempts), cost, call.caller, _trace_suffix(call),
+                                     _metadata_suffix(request.metadata),
+                                     extra=self._observer.log_fields(call, latency_ms) if structured() else None)
                         yield pb.GenerateStreamResponse(end=pb.StreamEnd(
                             finish_reason=item.finish_reason, stop_reason=item.stop_reason,
                             usage=usage,

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway_server.auth import ANONYMOUS, Caller, KeyRing, Scope
 from gateway_server.errors import GatewayError
+from gateway_server.ids import new_id
 from gateway_server.limits.backends import (
     KEY_GROUP,
     PROVIDER_GROUP,
@@ -356,7 +356,7 @@ class CallQuota:
         self._budget = caller.budget if (caller.budget.daily_usd or caller.budget.monthly_usd) else None
         # The anonymous caller of an open gateway without limits: nothing to count.
         self.active = not caller.anonymous or self._limits is not None or limiter.has_provider_limits()
-        self._id = uuid.uuid4().hex
+        self._call_id = ""  # made on first use: most calls never need one
         self._open = False
         self._tokens = 0.0  # reserved of the key's tokens per minute
         self._slot = False
@@ -365,6 +365,13 @@ class CallQuota:
         self._provider_wait: float | None = None
         self._remaining_requests: float | None = None
         self._remaining_tokens: float | None = None
+
+    @property
+    def _id(self) -> str:
+        """This call's id in the backend's concurrency slots (unique across processes)."""
+        if not self._call_id:
+            self._call_id = new_id()
+        return self._call_id
 
     def _key(self, what: str) -> str:
         return self._limiter.key_name("k", self.caller.name, what)
