@@ -124,17 +124,26 @@ def test_pinned_workers_take_the_allowed_cpus_in_turn() -> None:
     assert worker_cpu(0, set()) is None
 
 
-def test_the_supervisor_preloads_the_provider_modules_and_starts_nothing() -> None:
+def test_the_supervisor_preloads_the_provider_modules_and_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
     from gateway_server.settings import settings_from_mapping
 
     providers = {"mock": {"type": "mock"}, "b": {"type": "bedrock", "model_id": "m"}}
     settings = settings_from_mapping(mock_config(providers=providers), env_file=None)
-    threads = threading.active_count()
+    # Threads this test's thread starts (a count of live threads would also see an earlier test's
+    # log listener ending): imports only, so the fork copies no thread state.
+    me, started, start = threading.current_thread(), [], threading.Thread.start
+
+    def recording_start(thread: threading.Thread) -> None:
+        if threading.current_thread() is me:
+            started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
     assert workers_mod.preload(settings) == ["gateway_server.app", "gateway_server.providers.bedrock",
                                              "gateway_server.providers.mock"]
-    assert threading.active_count() == threads  # imports only: the fork copies no thread state
+    assert started == []
 
 
 def test_limits_the_memory_backend_would_count_per_worker() -> None:
