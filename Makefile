@@ -87,6 +87,7 @@ soak: setup
 bench: setup test-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.streams $(STREAMS_ARGS)
+	$(BIN)/python -m bench.summary
 	$(BIN)/python -m bench.observability $(BENCH_OBS_ARGS)
 	$(BIN)/python -m bench.limiter
 	$(MAKE) --no-print-directory bench-serving

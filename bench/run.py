@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             p = procs[s.name]
             row: dict[str, Any] = {"scenario": s.key, "name": s.name, "title": s.title, "provider": s.provider,
                                    "http_transport": s.transport, "log_level": s.log_level, "pid": p.pid,
-                                   **t.summary(args.concurrency)}
+                                   "rss_mb": _rss_mb(p.pid), **t.summary(args.concurrency)}
             if t.failed or t.errors:
                 status = 1
                 print(f"{s.title}: {t.failed or ''} errors {dict(t.errors)} (first: {t.first_error}){p.tail()}",
@@ -316,6 +316,18 @@ def main(argv: list[str] | None = None) -> int:
     if capped:
         print(f"Cut short by the time budget (--budget): {'; '.join(capped)}.")
     return status
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    """The process's resident set after its calls (VmRSS), in MB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 async def _measure_all(targets: list[Any], scenarios: list[Scenario], args: argparse.Namespace,
