@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.peers import Target, _measure, baseline_tree, other_cores, pinned
-from bench.procs import Proc, StartError, stop_all, wait_for_ports
+from bench.procs import Proc, StartError, last_core, stop_all, wait_for_ports
 from bench.run import REPO, STARTED_RE, child_env, gateway_config
 from bench.run import Scenario as _Scenario
 
@@ -47,8 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.latency = 0.0  # bench.peers' latency phase (an Anthropic upstream) does not apply here
     if args.core is None:
-        cpus = sorted(os.sched_getaffinity(0))
-        args.core = str(cpus[-1]) if len(cpus) > 1 else None
+        args.core = last_core()
     return args
 
 

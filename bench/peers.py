@@ -48,7 +48,7 @@ from typing import Any
 from bench.common import MODEL
 from bench.fake_upstream import STREAM_DELTAS
 from bench.load import EXPECTED_CONTENT, percentile
-from bench.procs import CpuSample, Proc, StartError, stop_all, wait_for_ports
+from bench.procs import CpuSample, Proc, StartError, last_core, rss_mb, stop_all, wait_for_ports
 from bench.run import FAKE_API_KEY, REPO, STARTED_RE, child_env, gateway_config
 from bench.run import Scenario as _Scenario
 
@@ -79,14 +79,7 @@ class Target:
         return self.proc.cpu()
 
     def rss_mb(self) -> float | None:
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return None
+        return rss_mb(self.proc.pid)
 
 
 async def closed_loop(call: Callable[[], Awaitable[bool]], n: int, concurrency: int,
@@ -184,8 +177,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.calls, args.rounds, args.warmup, args.latency_calls, args.latency_rounds = 1500, 2, 500, 200, 1
     if args.core is None:
-        cpus = sorted(os.sched_getaffinity(0))
-        args.core = str(cpus[-1]) if len(cpus) > 1 else None
+        args.core = last_core()
     elif args.core.lower() == "none":
         args.core = None
     return args

@@ -62,6 +62,24 @@ class CpuSample:
         return self.ticks_s - earlier.ticks_s
 
 
+def rss_mb(pid: int | None) -> float | None:
+    """A process's resident set (VmRSS) in MB; None when it is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def last_core() -> str | None:
+    """The CPU the benches pin their targets to by default: the last one allowed (None with one CPU)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return str(cpus[-1]) if len(cpus) > 1 else None
+
+
 def listening_ports(pid: int) -> list[int]:
     """TCP ports a process listens on: its socket inodes matched against /proc/net/tcp{,6}."""
     inodes: set[str] = set()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MODEL
-from bench.procs import Proc, StartError, stop_all, wait_for_ports
+from bench.procs import Proc, StartError, rss_mb, stop_all, wait_for_ports
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             p = procs[s.name]
             row: dict[str, Any] = {"scenario": s.key, "name": s.name, "title": s.title, "provider": s.provider,
                                    "http_transport": s.transport, "log_level": s.log_level, "pid": p.pid,
-                                   "rss_mb": _rss_mb(p.pid), **t.summary(args.concurrency)}
+                                   "rss_mb": rss_mb(p.pid), **t.summary(args.concurrency)}
             if t.failed or t.errors:
                 status = 1
                 print(f"{s.title}: {t.failed or ''} errors {dict(t.errors)} (first: {t.first_error}){p.tail()}",
@@ -316,18 +316,6 @@ def main(argv: list[str] | None = None) -> int:
     if capped:
         print(f"Cut short by the time budget (--budget): {'; '.join(capped)}.")
     return status
-
-
-def _rss_mb(pid: int | None) -> float | None:
-    """The process's resident set after its calls (VmRSS), in MB."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 async def _measure_all(targets: list[Any], scenarios: list[Scenario], args: argparse.Namespace,

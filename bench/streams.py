@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MODEL
+from bench.procs import last_core, rss_mb
 
 EVENT = "event: {name}\ndata: {data}\n\n"
 MOCK = "gateway, mock provider"
@@ -119,8 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results-streams.json")
     args = p.parse_args(argv)
     if args.core is None:
-        cpus = sorted(os.sched_getaffinity(0))
-        args.core = str(cpus[-1]) if len(cpus) > 1 else None
+        args.core = last_core()
     elif args.core.lower() == "none":
         args.core = None
     return args
@@ -233,11 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    value = rss_mb(pid)
+    return float("nan") if value is None else value
 
 
 async def _measure(args: argparse.Namespace, upstream_port: int | None, gateways: dict[str, Any],

@@ -30,6 +30,7 @@ from gateway_server.errors import ErrorKind, ProviderError, caller_message
 from gateway_server.providers import capabilities
 from gateway_server.providers.anthropic_direct import (
     UnsupportedClient,
+    error_event,
     sdk_headers,
     sse_events,
     ssl_context,
@@ -340,12 +341,7 @@ class AnthropicProvider(Provider):
                 if name is None or name == "ping":
                     continue
                 if name == "error":  # as the SDK's AsyncStream raises it: a status error of the 200 response
-                    body: object = sse.data
-                    try:
-                        body = orjson.loads(sse.data)
-                        message = f"{body}"
-                    except orjson.JSONDecodeError:
-                        message = sse.data or f"Error code: {response.status_code}"
+                    message, body = error_event(sse.data, response.status_code)
                     raise anthropic.APIStatusError(message, response=response, body=body)
                 if not sse.data:
                     continue

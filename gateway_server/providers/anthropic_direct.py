@@ -79,14 +79,20 @@ def status_error(client: anthropic.AsyncAnthropic, status: int, headers: Mapping
     return client._make_status_error_from_response(_response(status, headers, url, body))
 
 
+def error_event(data: bytes | str, status: int) -> tuple[str, object]:
+    """(message, body) of an ``event: error``'s data inside a 2xx stream, as ``AsyncStream`` builds its
+    ``APIStatusError``: the JSON body, else the text; both transports raise with these."""
+    text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+    try:
+        body: object = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return text or f"Error code: {status}", text
+    return f"{body}", body
+
+
 def stream_error(status: int, headers: Mapping[str, str] | Any, url: str, data: bytes) -> anthropic.APIStatusError:
     """An ``event: error`` inside a 2xx stream, as ``AsyncStream`` raises it."""
-    body: object = data.decode("utf-8", errors="replace")
-    try:
-        body = orjson.loads(data)
-        message = f"{body}"
-    except orjson.JSONDecodeError:
-        message = str(body) or f"Error code: {status}"
+    message, body = error_event(data, status)
     return anthropic.APIStatusError(message, response=_response(status, headers, url), body=body)
 
 
